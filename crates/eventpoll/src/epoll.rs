@@ -1,0 +1,903 @@
+//! `EventPoll`: Linux's `struct eventpoll`, its epitems, the callback that
+//! queues them and the harvest that reports them.
+//!
+//! Structure (names from `fs/eventpoll.c`):
+//!
+//! - `interest` (`ep->mtx`): the epitems, in a red-black tree keyed by
+//!   (object identity, fd number). Held by `ctl`, by the whole harvest and
+//!   by `poll` of the epoll itself, so a harvest never sees an item vanish
+//!   and `ctl` is serialised with it.
+//! - `Ready` under `ReadyShared::ready` (`ep->lock`): the ready list
+//!   (`rdllist`, an intrusive FIFO, each item at most once), the overflow
+//!   list (`ovflist`) that catches callbacks while a harvest has the ready
+//!   list spliced out, the count of blocked waiters and the counters.
+//!   Linux's `ep->lock` is a spinlock; here it is a `parking_lot::Mutex`,
+//!   which spins briefly before parking and so never burns a core on a
+//!   preempted holder. Its critical sections are a few pointer updates, and
+//!   blocked waiters sleep on a condvar tied to it (Linux's `ep->wq`).
+//!
+//! Items hold the ready-list half (`ReadyShared`) by `Arc`, never the
+//! `EventPoll` itself: a callback therefore never owns the last reference to
+//! an epoll and can never run an epoll's destructor inside a source's wake-up.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use intrusive_collections::{
+    KeyAdapter, LinkedList, RBTree, SinglyLinkedList, intrusive_adapter, linked_list, rbtree,
+    singly_linked_list,
+};
+
+use crate::events::{CtlOp, EpollEvent, Errno, Events};
+use crate::sync::{Condvar, Mutex, wait_until};
+use crate::waitqueue::{Entry, Pollable, WaitQueue};
+
+/// Linux's `EP_MAX_NESTS`: at most this many epoll-to-epoll links on any
+/// path, i.e. a chain of five epoll instances.
+pub const MAX_NESTS: usize = 4;
+
+/// The default number of registrations a [`WatchBudget`] allows: the order
+/// of Linux's `max_user_watches` on a machine with 16–24 GiB of memory
+/// (4 % of memory divided by roughly 200 bytes per watch).
+pub const DEFAULT_MAX_WATCHES: usize = 1 << 22;
+
+/// A limit on registrations shared by the epolls of one "user" (Linux's
+/// per-user `max_user_watches` counter). `Add` past the limit fails with
+/// `ENOSPC`.
+#[derive(Debug)]
+pub struct WatchBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl WatchBudget {
+    /// A budget of `limit` registrations.
+    pub fn new(limit: usize) -> Arc<WatchBudget> {
+        Arc::new(WatchBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Registrations counted now, over every epoll sharing the budget.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn acquire(&self) -> Result<(), Errno> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used < self.limit).then_some(used + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Errno::ENOSPC)
+    }
+
+    fn release(&self) {
+        self.used.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Always-on counters of one epoll, for tests and the benchmark harness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Callbacks received from watched objects (`ep_poll_callback` calls).
+    pub callbacks: u64,
+    /// Items put on the ready list or the overflow list, by a callback or by
+    /// `Add`/`Mod` finding the object ready.
+    pub enqueues: u64,
+    /// Callbacks for an item already queued (merged, not queued twice).
+    pub dedupe_hits: u64,
+    /// Items taken off the ready list that re-polled as not ready and were
+    /// dropped without being reported.
+    pub stale_drops: u64,
+    /// Blocked waiters woken (one per queueing, plus chain wake-ups).
+    pub wakeups: u64,
+}
+
+/// The key of an epitem: the identity of the watched object (its wait
+/// queue's id) and the fd number it was registered under (Linux's
+/// `struct epoll_filefd`; EPOLL_SPEC A1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ItemKey {
+    file: u64,
+    fd: i32,
+}
+
+/// One registration (Linux's `struct epitem`).
+pub(crate) struct EpItem {
+    /// In the interest tree (under `interest`).
+    tree_link: rbtree::AtomicLink,
+    /// On the ready list or a harvest's private list (under `ready`).
+    ready_link: linked_list::AtomicLink,
+    /// On the overflow list (under `ready`); Linux's `epi->next`.
+    ovf_link: singly_linked_list::AtomicLink,
+    key: ItemKey,
+    /// The interest mask with its mode bits. Written under `interest`, read
+    /// by callbacks under `ready`; a delivered ONESHOT keeps only the mode bits.
+    events: AtomicU32,
+    data: AtomicU64,
+    /// The watched object, weakly: dropping its last handle removes the item.
+    source: Weak<dyn Pollable>,
+    /// The epoll's ready-list half.
+    ep: Arc<ReadyShared>,
+    /// Set (under `ready`) once the item is removed by `Del`, by the epoll's
+    /// drop or by its object going away. A gone item is never reported.
+    gone: AtomicBool,
+    /// The watched object is itself an epoll (a nesting link).
+    nested: bool,
+}
+
+intrusive_adapter!(TreeAdapter = Arc<EpItem>: EpItem { tree_link => rbtree::AtomicLink });
+intrusive_adapter!(ReadyAdapter = Arc<EpItem>: EpItem { ready_link => linked_list::AtomicLink });
+intrusive_adapter!(OvfAdapter = Arc<EpItem>: EpItem { ovf_link => singly_linked_list::AtomicLink });
+
+impl<'a> KeyAdapter<'a> for TreeAdapter {
+    type Key = ItemKey;
+    fn get_key(&self, item: &'a EpItem) -> ItemKey {
+        item.key
+    }
+}
+
+impl EpItem {
+    fn mask(&self) -> Events {
+        Events::from_raw(self.events.load(Ordering::SeqCst))
+    }
+
+    /// `ep_poll_callback`: called by the watched object's wait queue.
+    pub(crate) fn callback(self: &Arc<Self>, key: Events) -> bool {
+        self.ep.callback(self, key)
+    }
+
+    /// The watched object is gone (`POLLFREE`).
+    pub(crate) fn release(self: &Arc<Self>) {
+        self.ep.release(self);
+    }
+}
+
+/// The ready-list state (under `ep->lock`).
+struct Ready {
+    rdllist: LinkedList<ReadyAdapter>,
+    /// Callbacks that land while a harvest has the ready list spliced out.
+    /// LIFO like Linux's; the harvest's end restores FIFO order.
+    ovflist: SinglyLinkedList<OvfAdapter>,
+    /// A harvest (or a poll of this epoll) is between start and done.
+    scanning: bool,
+    /// Threads blocked in `wait`.
+    waiters: usize,
+    /// Items whose object went away, to be removed from the tree by the next
+    /// holder of `interest`.
+    zombies: Vec<Arc<EpItem>>,
+    counters: Counters,
+}
+
+/// The half of an epoll that callbacks touch: the ready list, its lock, the
+/// waiters' condvar and the epoll's own wait queue.
+pub(crate) struct ReadyShared {
+    ready: Mutex<Ready>,
+    /// Blocked `wait` callers (Linux's `ep->wq`, exclusive waiters).
+    waiters_cv: Condvar,
+    /// Lock-free hint, written under `ready`: the ready list is non-empty, a
+    /// scan is in progress, or zombies await reaping. A clear hint lets
+    /// `wait` with timeout zero return without locking.
+    maybe_ready: AtomicBool,
+    /// This epoll's own wait queue (`ep->poll_wait`): outer epolls and
+    /// pollers of the epoll itself.
+    poll_wait: WaitQueue,
+}
+
+impl ReadyShared {
+    fn update_hint(&self, ready: &Ready) {
+        let hint = !ready.rdllist.is_empty() || ready.scanning || !ready.zombies.is_empty();
+        self.maybe_ready.store(hint, Ordering::Release);
+    }
+
+    /// `ep_poll_callback` (EPOLL_SPEC §4.2). Returns Linux's `ewake`: false
+    /// only for an exclusive item that did not consume the wake-up.
+    fn callback(&self, item: &Arc<EpItem>, key: Events) -> bool {
+        let mut ready = self.ready.lock();
+        ready.counters.callbacks += 1;
+        let mask = item.mask();
+        let exclusive = mask.contains(Events::EXCLUSIVE);
+        // Disarmed (delivered ONESHOT), not interested, or removed: nothing.
+        if item.gone.load(Ordering::Relaxed)
+            || (mask & !Events::PRIVATE).is_empty()
+            || (!key.is_empty() && (key & mask).is_empty())
+        {
+            return !exclusive;
+        }
+        if ready.scanning {
+            if item.ovf_link.is_linked() {
+                ready.counters.dedupe_hits += 1;
+            } else {
+                ready.ovflist.push_front(item.clone());
+                ready.counters.enqueues += 1;
+            }
+        } else if item.ready_link.is_linked() {
+            ready.counters.dedupe_hits += 1;
+        } else {
+            ready.rdllist.push_back(item.clone());
+            ready.counters.enqueues += 1;
+            self.maybe_ready.store(true, Ordering::Release);
+        }
+        // Every callback wakes one waiter, even a merged one (Linux does too).
+        let has_waiters = ready.waiters > 0;
+        let mut ewake = !exclusive;
+        if has_waiters {
+            ready.counters.wakeups += 1;
+            if exclusive {
+                let inout = key & (Events::IN | Events::OUT);
+                ewake = if inout == Events::IN {
+                    mask.contains(Events::IN)
+                } else if inout == Events::OUT {
+                    mask.contains(Events::OUT)
+                } else {
+                    inout.is_empty()
+                };
+            }
+        }
+        drop(ready);
+        if has_waiters {
+            self.waiters_cv.notify_one();
+        }
+        // ep_poll_safewake: outer epolls and pollers, outside our lock.
+        self.poll_wait.wake(Events::IN);
+        ewake
+    }
+
+    /// The watched object of `item` is gone: mark the item so it is never
+    /// reported and leave it for the next holder of `interest` to unlink.
+    fn release(&self, item: &Arc<EpItem>) {
+        let mut ready = self.ready.lock();
+        if item.gone.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        ready.zombies.push(item.clone());
+        self.update_hint(&ready);
+    }
+
+    /// Queues `item` if it is not queued, and wakes one waiter and the
+    /// epoll's own watchers. Used by `Add` and `Mod` when the object is
+    /// already ready (no harvest can be running: the caller holds `interest`).
+    fn queue_ready(&self, item: &Arc<EpItem>) {
+        let mut ready = self.ready.lock();
+        if item.ready_link.is_linked() || item.gone.load(Ordering::Relaxed) {
+            return;
+        }
+        ready.rdllist.push_back(item.clone());
+        ready.counters.enqueues += 1;
+        self.maybe_ready.store(true, Ordering::Release);
+        let has_waiters = ready.waiters > 0;
+        if has_waiters {
+            ready.counters.wakeups += 1;
+        }
+        drop(ready);
+        if has_waiters {
+            self.waiters_cv.notify_one();
+        }
+        self.poll_wait.wake(Events::IN);
+    }
+}
+
+/// Unlinks `item` from the ready list if it is on it.
+///
+/// Call only with `interest` held and no scan running: the ready link is
+/// then used by nothing but `ready.rdllist`.
+fn unlink_ready(ready: &mut Ready, item: &Arc<EpItem>) {
+    debug_assert!(!ready.scanning);
+    if item.ready_link.is_linked() {
+        // SAFETY: the item is linked, and with `interest` held outside a scan
+        // the only list its `ready_link` can be in is this `rdllist` (a
+        // harvest's private lists exist only during a scan, under `interest`).
+        let mut cursor = unsafe { ready.rdllist.cursor_mut_from_ptr(Arc::as_ptr(item)) };
+        cursor.remove();
+    }
+}
+
+/// The interest set (under `ep->mtx`).
+struct Interest {
+    tree: RBTree<TreeAdapter>,
+    count: usize,
+}
+
+/// Epoll-to-epoll links, for the loop and depth checks of `Add`. Links are
+/// added only with `NEST_LOCK` held (Linux's `epnested_mutex`), which
+/// serialises the checks; they are removed under the per-epoll `nest` lock
+/// alone, which can only make a concurrent check more conservative.
+#[derive(Default)]
+struct NestLinks {
+    /// Epolls this one watches, with the key of the item watching each.
+    children: Vec<(ItemKey, Weak<EventPoll>)>,
+    /// Epolls watching this one, with the key of their item.
+    parents: Vec<(ItemKey, Weak<EventPoll>)>,
+}
+
+static NEST_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// An epoll instance: Linux's `struct eventpoll`.
+///
+/// Create one with [`EventPoll::new`]; register objects with
+/// [`ctl`](EventPoll::ctl) (or [`add`](EventPoll::add),
+/// [`modify`](EventPoll::modify), [`delete`](EventPoll::delete)); collect
+/// events with [`wait`](EventPoll::wait). An `EventPoll` is itself
+/// [`Pollable`], so it can be watched by another epoll. See the crate docs
+/// for the exact semantics.
+pub struct EventPoll {
+    interest: Mutex<Interest>,
+    shared: Arc<ReadyShared>,
+    budget: Arc<WatchBudget>,
+    nest: parking_lot::Mutex<NestLinks>,
+    this: Weak<EventPoll>,
+}
+
+impl EventPoll {
+    /// A new, empty epoll with its own budget of [`DEFAULT_MAX_WATCHES`].
+    pub fn new() -> Arc<EventPoll> {
+        EventPoll::with_budget(WatchBudget::new(DEFAULT_MAX_WATCHES))
+    }
+
+    /// A new epoll whose registrations count against `budget`, which may be
+    /// shared with other epolls (like Linux's per-user watch count).
+    pub fn with_budget(budget: Arc<WatchBudget>) -> Arc<EventPoll> {
+        Arc::new_cyclic(|this| EventPoll {
+            interest: Mutex::new(Interest {
+                tree: RBTree::new(TreeAdapter::new()),
+                count: 0,
+            }),
+            shared: Arc::new(ReadyShared {
+                ready: Mutex::new(Ready {
+                    rdllist: LinkedList::new(ReadyAdapter::new()),
+                    ovflist: SinglyLinkedList::new(OvfAdapter::new()),
+                    scanning: false,
+                    waiters: 0,
+                    zombies: Vec::new(),
+                    counters: Counters::default(),
+                }),
+                waiters_cv: Condvar::new(),
+                maybe_ready: AtomicBool::new(false),
+                poll_wait: WaitQueue::new(),
+            }),
+            budget,
+            nest: parking_lot::Mutex::new(NestLinks::default()),
+            this: this.clone(),
+        })
+    }
+
+    /// The budget this epoll's registrations count against.
+    pub fn budget(&self) -> &Arc<WatchBudget> {
+        &self.budget
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.ready.lock().counters
+    }
+
+    /// The number of registrations (items in the interest tree).
+    pub fn len(&self) -> usize {
+        let mut interest = self.interest.lock();
+        self.reap(&mut interest);
+        interest.count
+    }
+
+    /// True if nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers `target` under `fd` (Linux's `EPOLL_CTL_ADD`).
+    pub fn add<T: Pollable>(
+        &self,
+        target: &Arc<T>,
+        fd: i32,
+        event: EpollEvent,
+    ) -> Result<(), Errno> {
+        let target: Arc<dyn Pollable> = target.clone();
+        self.ctl(CtlOp::Add, &target, fd, Some(event))
+    }
+
+    /// Replaces the mask and data of a registration (`EPOLL_CTL_MOD`).
+    pub fn modify<T: Pollable>(
+        &self,
+        target: &Arc<T>,
+        fd: i32,
+        event: EpollEvent,
+    ) -> Result<(), Errno> {
+        let target: Arc<dyn Pollable> = target.clone();
+        self.ctl(CtlOp::Mod, &target, fd, Some(event))
+    }
+
+    /// Removes a registration (`EPOLL_CTL_DEL`).
+    pub fn delete<T: Pollable>(&self, target: &Arc<T>, fd: i32) -> Result<(), Errno> {
+        let target: Arc<dyn Pollable> = target.clone();
+        self.ctl(CtlOp::Del, &target, fd, None)
+    }
+
+    /// `epoll_ctl` on objects: the checks of EPOLL_SPEC §1.2 from row 0 that
+    /// exist once the descriptors are resolved, in Linux's order:
+    ///
+    /// - `EFAULT`: `event` is `None` for `Add` or `Mod`;
+    /// - `EINVAL`: `target` is this epoll;
+    /// - `EINVAL`: `EXCLUSIVE` with `Mod`, with an epoll target, or beside a
+    ///   bit outside [`Events::EXCLUSIVE_OK`];
+    /// - `ELOOP`: `Add` of an epoll that would close a cycle or nest deeper
+    ///   than [`MAX_NESTS`] links;
+    /// - `EEXIST` / `ENOENT`: the (object, fd) key is / is not registered;
+    /// - `EINVAL`: `Mod` of an item added with `EXCLUSIVE`;
+    /// - `ENOSPC`: the [`WatchBudget`] is spent.
+    ///
+    /// `WAKEUP` is accepted and cleared, as Linux does for a caller without
+    /// `CAP_BLOCK_SUSPEND`; `ERR | HUP` are always added to the mask.
+    pub fn ctl(
+        &self,
+        op: CtlOp,
+        target: &Arc<dyn Pollable>,
+        fd: i32,
+        event: Option<EpollEvent>,
+    ) -> Result<(), Errno> {
+        let event = match (op, event) {
+            (CtlOp::Del, _) => EpollEvent::default(),
+            (_, None) => return Err(Errno::EFAULT),
+            (_, Some(mut event)) => {
+                event.events.remove(Events::WAKEUP);
+                event
+            }
+        };
+        if target.wait_queue().id() == self.shared.poll_wait.id() {
+            return Err(Errno::EINVAL);
+        }
+        let target_ep = target.as_event_poll();
+        if op != CtlOp::Del && event.events.contains(Events::EXCLUSIVE) {
+            let bad_bits = !(event.events - Events::EXCLUSIVE_OK).is_empty();
+            if op == CtlOp::Mod || target_ep.is_some() || bad_bits {
+                return Err(Errno::EINVAL);
+            }
+        }
+        // An Add that nests epolls holds the global nesting lock throughout,
+        // so two concurrent Adds cannot build a cycle between them.
+        let _nest_guard = match (op, target_ep) {
+            (CtlOp::Add, Some(inner)) => {
+                let guard = NEST_LOCK.lock();
+                self.loop_check(inner)?;
+                Some(guard)
+            }
+            _ => None,
+        };
+        let key = ItemKey {
+            file: target.wait_queue().id(),
+            fd,
+        };
+        let mut interest = self.interest.lock();
+        self.reap(&mut interest);
+        let existing = interest.tree.find(&key).clone_pointer();
+        match (op, existing) {
+            (CtlOp::Add, Some(_)) => Err(Errno::EEXIST),
+            (CtlOp::Add, None) => self.insert(&mut interest, target, key, event),
+            (CtlOp::Mod | CtlOp::Del, None) => Err(Errno::ENOENT),
+            (CtlOp::Mod, Some(item)) => {
+                if item.mask().contains(Events::EXCLUSIVE) {
+                    return Err(Errno::EINVAL);
+                }
+                self.modify_item(target, &item, event);
+                Ok(())
+            }
+            (CtlOp::Del, Some(item)) => {
+                self.remove_item(&mut interest, &item, Some(target));
+                Ok(())
+            }
+        }
+    }
+
+    /// `ep_insert` (EPOLL_SPEC §4.5).
+    fn insert(
+        &self,
+        interest: &mut Interest,
+        target: &Arc<dyn Pollable>,
+        key: ItemKey,
+        event: EpollEvent,
+    ) -> Result<(), Errno> {
+        self.budget.acquire()?;
+        let mask = event.events | Events::ERR | Events::HUP;
+        let nested = target.as_event_poll();
+        let item = Arc::new(EpItem {
+            tree_link: rbtree::AtomicLink::new(),
+            ready_link: linked_list::AtomicLink::new(),
+            ovf_link: singly_linked_list::AtomicLink::new(),
+            key,
+            events: AtomicU32::new(mask.bits()),
+            data: AtomicU64::new(event.data),
+            source: Arc::downgrade(target),
+            ep: self.shared.clone(),
+            gone: AtomicBool::new(false),
+            nested: nested.is_some(),
+        });
+        let exclusive = mask.contains(Events::EXCLUSIVE);
+        if !target
+            .wait_queue()
+            .add(Entry::Item(item.clone()), exclusive)
+        {
+            // The object is being destroyed under the caller's feet.
+            self.budget.release();
+            return Err(Errno::EBADF);
+        }
+        interest.tree.insert(item.clone());
+        interest.count += 1;
+        if let Some(inner) = nested {
+            // NEST_LOCK is held by ctl for an Add of an epoll.
+            self.nest.lock().children.push((key, inner.this.clone()));
+            inner.nest.lock().parents.push((key, self.this.clone()));
+        }
+        // From here callbacks can queue the item; poll once for the present.
+        if !(target.poll() & mask).is_empty() {
+            self.shared.queue_ready(&item);
+        }
+        Ok(())
+    }
+
+    /// `ep_modify`: new mask and data, then re-poll; never dequeues.
+    fn modify_item(&self, target: &Arc<dyn Pollable>, item: &Arc<EpItem>, event: EpollEvent) {
+        let mask = event.events | Events::ERR | Events::HUP;
+        item.data.store(event.data, Ordering::SeqCst);
+        // SeqCst pairs with the callback's load of the mask (Linux's
+        // smp_mb() in ep_modify): either the callback sees the new mask or
+        // the poll below sees the new state.
+        item.events.store(mask.bits(), Ordering::SeqCst);
+        if !(target.poll() & mask).is_empty() {
+            self.shared.queue_ready(item);
+        }
+    }
+
+    /// `ep_remove`: unregister from the object, unlink from the tree and the
+    /// ready list, give the watch back to the budget.
+    fn remove_item(
+        &self,
+        interest: &mut Interest,
+        item: &Arc<EpItem>,
+        target: Option<&Arc<dyn Pollable>>,
+    ) {
+        let upgraded;
+        let target = match target {
+            Some(target) => Some(target),
+            None => {
+                upgraded = item.source.upgrade();
+                upgraded.as_ref()
+            }
+        };
+        if let Some(target) = target {
+            target.wait_queue().remove(&Entry::Item(item.clone()));
+        }
+        let mut cursor = interest.tree.find_mut(&item.key);
+        if cursor
+            .get()
+            .is_some_and(|found| std::ptr::eq(found, &**item))
+        {
+            cursor.remove();
+            interest.count -= 1;
+            self.budget.release();
+        }
+        {
+            let mut ready = self.shared.ready.lock();
+            item.gone.store(true, Ordering::Relaxed);
+            unlink_ready(&mut ready, item);
+            self.shared.update_hint(&ready);
+        }
+        if item.nested {
+            // Links are only added under NEST_LOCK; removing one needs just
+            // the leaf `nest` locks, so this path never takes NEST_LOCK while
+            // holding `interest` (ctl takes them in the other order).
+            self.nest
+                .lock()
+                .children
+                .retain(|(key, _)| *key != item.key);
+            if let Some(inner) = target.and_then(|t| t.as_event_poll()) {
+                inner
+                    .nest
+                    .lock()
+                    .parents
+                    .retain(|(key, parent)| !(*key == item.key && parent.ptr_eq(&self.this)));
+            }
+        }
+    }
+
+    /// Removes the items whose objects went away. Cheap when there are none.
+    fn reap(&self, interest: &mut Interest) {
+        if !self.shared.maybe_ready.load(Ordering::Acquire) {
+            return;
+        }
+        let zombies = {
+            let mut ready = self.shared.ready.lock();
+            if ready.zombies.is_empty() {
+                return;
+            }
+            std::mem::take(&mut ready.zombies)
+        };
+        for item in &zombies {
+            self.remove_item(interest, item, None);
+        }
+    }
+
+    /// The ELOOP checks of `Add` for an epoll target (Linux's
+    /// `ep_loop_check`): the depth below `inner`, plus this link, plus the
+    /// depth above `self`, must not exceed [`MAX_NESTS`], and `self` must not
+    /// be reachable from `inner`.
+    fn loop_check(&self, inner: &EventPoll) -> Result<(), Errno> {
+        let below = inner.depth_below(self, 0);
+        if below > MAX_NESTS || below + 1 + self.depth_above(0) > MAX_NESTS {
+            return Err(Errno::ELOOP);
+        }
+        Ok(())
+    }
+
+    fn depth_below(&self, inserting_into: &EventPoll, depth: usize) -> usize {
+        let children: Vec<Arc<EventPoll>> = self
+            .nest
+            .lock()
+            .children
+            .iter()
+            .filter_map(|(_, child)| child.upgrade())
+            .collect();
+        let mut result = 0;
+        for child in children {
+            if std::ptr::eq(&*child, inserting_into) || depth > MAX_NESTS {
+                return MAX_NESTS + 1;
+            }
+            result = result.max(child.depth_below(inserting_into, depth + 1) + 1);
+            if result > MAX_NESTS {
+                break;
+            }
+        }
+        result
+    }
+
+    fn depth_above(&self, depth: usize) -> usize {
+        if depth > MAX_NESTS {
+            return depth;
+        }
+        let parents: Vec<Arc<EventPoll>> = self
+            .nest
+            .lock()
+            .parents
+            .iter()
+            .filter_map(|(_, parent)| parent.upgrade())
+            .collect();
+        parents
+            .iter()
+            .map(|parent| parent.depth_above(depth + 1) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `epoll_wait`: fills `events` with up to `events.len()` ready events.
+    ///
+    /// - `timeout` `None` blocks until at least one event is ready; it never
+    ///   returns 0.
+    /// - `Some(Duration::ZERO)` never blocks, but still harvests.
+    /// - `Some(t)` waits until a monotonic deadline of now + `t`; a wake-up
+    ///   that finds nothing ready goes back to sleep for the remainder, and a
+    ///   wake-up that races the deadline is still harvested.
+    ///
+    /// `EINVAL` if `events` is empty (Linux's `maxevents <= 0`).
+    pub fn wait(
+        &self,
+        events: &mut [EpollEvent],
+        timeout: Option<Duration>,
+    ) -> Result<usize, Errno> {
+        if events.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let deadline = match timeout {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(Instant::now().checked_add(t).ok_or(Errno::EINVAL)?),
+            None => None,
+        };
+        let mut timed_out = timeout.is_some_and(|t| t.is_zero());
+        loop {
+            if self.shared.maybe_ready.load(Ordering::Acquire) {
+                let n = self.send_events(events);
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+            if timed_out {
+                return Ok(0);
+            }
+            let mut ready = self.shared.ready.lock();
+            if ready.rdllist.is_empty() && !ready.scanning && ready.zombies.is_empty() {
+                ready.waiters += 1;
+                loop {
+                    match deadline {
+                        None => self.shared.waiters_cv.wait(&mut ready),
+                        Some(deadline) => {
+                            if wait_until(&self.shared.waiters_cv, &mut ready, deadline) {
+                                timed_out = true;
+                            }
+                        }
+                    }
+                    // A wake-up that finds nothing (another thread took it)
+                    // goes back to sleep; any other exit harvests once more.
+                    if timed_out || !ready.rdllist.is_empty() || ready.scanning {
+                        break;
+                    }
+                }
+                ready.waiters -= 1;
+            }
+        }
+    }
+
+    /// `ep_send_events` (EPOLL_SPEC §4.3): the harvest.
+    fn send_events(&self, events: &mut [EpollEvent]) -> usize {
+        let mut interest = self.interest.lock();
+        self.reap(&mut interest);
+        let mut txlist = self.start_scan();
+        let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
+        let mut stale = 0;
+        let mut n = 0;
+        while n < events.len() {
+            let Some(item) = txlist.pop_front() else {
+                break;
+            };
+            if item.gone.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mask = item.mask();
+            // The poll may drop the last handle of the object (its owner
+            // closed it meanwhile); the release callback it triggers only
+            // takes the ready lock, which is not held here.
+            let revents = match item.source.upgrade() {
+                Some(source) => source.poll() & mask,
+                None => Events::empty(),
+            };
+            if revents.is_empty() {
+                stale += 1;
+                continue;
+            }
+            events[n] = EpollEvent::new(revents, item.data.load(Ordering::SeqCst));
+            n += 1;
+            if mask.contains(Events::ONESHOT) {
+                item.events
+                    .store((mask & Events::PRIVATE).bits(), Ordering::SeqCst);
+            } else if !mask.contains(Events::ET) {
+                delivered_lt.push_back(item);
+            }
+        }
+        self.done_scan(txlist, delivered_lt, stale);
+        n
+    }
+
+    /// `ep_start_scan`: take the ready list and divert callbacks to the
+    /// overflow list. Caller holds `interest`.
+    fn start_scan(&self) -> LinkedList<ReadyAdapter> {
+        let mut ready = self.shared.ready.lock();
+        ready.scanning = true;
+        self.shared.maybe_ready.store(true, Ordering::Release);
+        ready.rdllist.take()
+    }
+
+    /// `ep_done_scan`: rebuild the ready list as
+    /// `[undelivered] ++ [queued during the scan, FIFO] ++ [delivered LT]`
+    /// and wake the next waiter if anything is left (the LT chain wake).
+    fn done_scan(
+        &self,
+        undelivered: LinkedList<ReadyAdapter>,
+        delivered_lt: LinkedList<ReadyAdapter>,
+        stale: u64,
+    ) {
+        let mut ready = self.shared.ready.lock();
+        ready.scanning = false;
+        ready.counters.stale_drops += stale;
+        let mut overflow = ready.ovflist.take();
+        while let Some(item) = overflow.pop_front() {
+            // Popping the LIFO chain and pushing at the front restores FIFO.
+            if !item.ready_link.is_linked() && !item.gone.load(Ordering::Relaxed) {
+                ready.rdllist.push_front(item);
+            }
+        }
+        let mut cursor = ready.rdllist.cursor_mut();
+        cursor.splice_before(delivered_lt);
+        cursor.splice_after(undelivered);
+        let wake_next = !ready.rdllist.is_empty() && ready.waiters > 0;
+        if wake_next {
+            ready.counters.wakeups += 1;
+        }
+        self.shared.update_hint(&ready);
+        drop(ready);
+        if wake_next {
+            self.shared.waiters_cv.notify_one();
+        }
+    }
+
+    /// `__ep_eventpoll_poll`: is any queued item really ready? Items that
+    /// re-poll as not ready are dropped from the ready list; nothing is
+    /// consumed (ET and ONESHOT items stay queued).
+    fn poll_ready(&self) -> bool {
+        if !self.shared.maybe_ready.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut interest = self.interest.lock();
+        self.reap(&mut interest);
+        let mut txlist = self.start_scan();
+        let mut stale = 0;
+        let mut found = false;
+        let mut cursor = txlist.front_mut();
+        while let Some(item) = cursor.get() {
+            let ready = !item.gone.load(Ordering::Relaxed)
+                && item
+                    .source
+                    .upgrade()
+                    .is_some_and(|source| !(source.poll() & item.mask()).is_empty());
+            if ready {
+                found = true;
+                break;
+            }
+            cursor.remove();
+            stale += 1;
+        }
+        self.done_scan(txlist, LinkedList::new(ReadyAdapter::new()), stale);
+        drop(interest);
+        found
+    }
+}
+
+impl Pollable for EventPoll {
+    /// `IN | RDNORM` while at least one queued item re-polls as ready; never
+    /// `OUT` (EPOLL_SPEC §1.8).
+    fn poll(&self) -> Events {
+        if self.poll_ready() {
+            Events::IN | Events::RDNORM
+        } else {
+            Events::empty()
+        }
+    }
+
+    fn wait_queue(&self) -> &WaitQueue {
+        &self.shared.poll_wait
+    }
+
+    fn as_event_poll(&self) -> Option<&EventPoll> {
+        Some(self)
+    }
+}
+
+impl Drop for EventPoll {
+    /// Closing the last handle of an epoll (`ep_clear_and_put`): every item
+    /// is unregistered from its object, and epolls watching this one lose
+    /// their items for it.
+    fn drop(&mut self) {
+        let interest = self.interest.get_mut();
+        let mut tree = interest.tree.take();
+        let mut cursor = tree.front_mut();
+        while let Some(item) = cursor.remove() {
+            if let Some(source) = item.source.upgrade() {
+                source.wait_queue().remove(&Entry::Item(item.clone()));
+                if let Some(inner) = source.as_event_poll() {
+                    inner
+                        .nest
+                        .lock()
+                        .parents
+                        .retain(|(key, parent)| !(*key == item.key && parent.ptr_eq(&self.this)));
+                }
+            }
+            let mut ready = self.shared.ready.lock();
+            item.gone.store(true, Ordering::Relaxed);
+            unlink_ready(&mut ready, &item);
+            drop(ready);
+            self.budget.release();
+        }
+        self.shared.ready.lock().zombies.clear();
+        self.shared.poll_wait.detach_all();
+    }
+}
+
+impl std::fmt::Debug for EventPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPoll")
+            .field("id", &self.shared.poll_wait.id())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,435 @@
+//! A descriptor table and the epoll system calls on it, with Linux's exact
+//! errno precedence (EPOLL_SPEC §1.1, §1.2, §1.5).
+//!
+//! Epoll keys its registrations by (open file description, fd number), and
+//! half of epoll's errors are about descriptors (`EBADF` for a closed one,
+//! `ENOENT` for a `dup` that was never registered), so the syscall-shaped
+//! API lives on a table that maps fd numbers to open file descriptions:
+//!
+//! - a *file description* is any `F: FileDescription`, usually an enum of
+//!   `Arc`s; `dup` clones it, so both numbers share one description;
+//! - `close` removes a number; when the last number (and every other
+//!   handle) of a description is gone, the object drops and its epitems are
+//!   removed, as `eventpoll_release_file` does on the final `fput`;
+//! - numbers are allocated lowest-first, as Linux does.
+//!
+//! The socket layer builds its own descriptor enum on this table. For
+//! epoll's own sources, [`BasicFile`] covers epolls, eventfds and pipes.
+//!
+//! Descriptions are always dropped after the table's lock is released: a
+//! drop can run arbitrary code (detaching wait queues, waking watchers).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::epoll::{DEFAULT_MAX_WATCHES, EventPoll, WatchBudget};
+use crate::eventfd::{EfdFlags, EventFd};
+use crate::events::{CtlOp, EpollEvent, Errno};
+use crate::pipe::{DEFAULT_CAPACITY, PipeReader, PipeWriter, pipe};
+use crate::waitqueue::Pollable;
+
+/// Linux's `EPOLL_CLOEXEC` (equal to `O_CLOEXEC`).
+pub const EPOLL_CLOEXEC: i32 = 0o2000000;
+/// Linux's `O_NONBLOCK`.
+pub const O_NONBLOCK: i32 = 0o4000;
+/// Linux's `O_CLOEXEC`.
+pub const O_CLOEXEC: i32 = 0o2000000;
+/// Linux's `EP_MAX_EVENTS`: `INT_MAX / sizeof(struct epoll_event)` with the
+/// packed 12-byte x86-64 layout. Larger `maxevents` are `EINVAL`.
+pub const EP_MAX_EVENTS: i32 = i32::MAX / 12;
+/// The default number of open descriptors a table allows (`RLIMIT_NOFILE`).
+pub const DEFAULT_MAX_FDS: usize = 1 << 21;
+
+/// What a descriptor table stores per open file description.
+pub trait FileDescription: Clone + Send + Sync + 'static {
+    /// The object epoll watches for this description, or `None` if it
+    /// cannot be polled (then `epoll_ctl` gives `EPERM`).
+    fn pollable(&self) -> Option<Arc<dyn Pollable>>;
+
+    /// The epoll instance, if this description is one.
+    fn event_poll(&self) -> Option<&Arc<EventPoll>>;
+
+    /// Wraps a new epoll instance (used by `epoll_create1`).
+    fn from_event_poll(ep: Arc<EventPoll>) -> Self;
+}
+
+struct Slot<F> {
+    file: F,
+    cloexec: bool,
+}
+
+struct Table<F> {
+    slots: Vec<Option<Slot<F>>>,
+    /// Free numbers below `slots.len()`.
+    free: BTreeSet<usize>,
+    open: usize,
+}
+
+/// A table of descriptors: fd number to open file description.
+pub struct FdTable<F> {
+    table: parking_lot::Mutex<Table<F>>,
+    max_fds: usize,
+    budget: Arc<WatchBudget>,
+}
+
+impl<F: FileDescription> Default for FdTable<F> {
+    fn default() -> Self {
+        FdTable::new()
+    }
+}
+
+impl<F: FileDescription> FdTable<F> {
+    /// An empty table with Linux-like default limits.
+    pub fn new() -> FdTable<F> {
+        FdTable::with_limits(DEFAULT_MAX_FDS, DEFAULT_MAX_WATCHES)
+    }
+
+    /// An empty table allowing `max_fds` open descriptors (`EMFILE` past
+    /// it) and `max_watches` registrations over all its epolls (`ENOSPC`).
+    pub fn with_limits(max_fds: usize, max_watches: usize) -> FdTable<F> {
+        FdTable {
+            table: parking_lot::Mutex::new(Table {
+                slots: Vec::new(),
+                free: BTreeSet::new(),
+                open: 0,
+            }),
+            max_fds,
+            budget: WatchBudget::new(max_watches),
+        }
+    }
+
+    /// The watch budget shared by the epolls this table creates.
+    pub fn budget(&self) -> &Arc<WatchBudget> {
+        &self.budget
+    }
+
+    /// The number of open descriptors.
+    pub fn len(&self) -> usize {
+        self.table.lock().open
+    }
+
+    /// True if no descriptor is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Installs `file` at the lowest free number. `EMFILE` when full.
+    pub fn insert(&self, file: F, cloexec: bool) -> Result<i32, Errno> {
+        let mut table = self.table.lock();
+        if table.open >= self.max_fds {
+            return Err(Errno::EMFILE);
+        }
+        let fd = match table.free.pop_first() {
+            Some(fd) => fd,
+            None => {
+                table.slots.push(None);
+                table.slots.len() - 1
+            }
+        };
+        let fd_number = i32::try_from(fd).map_err(|_| Errno::EMFILE)?;
+        table.slots[fd] = Some(Slot { file, cloexec });
+        table.open += 1;
+        Ok(fd_number)
+    }
+
+    /// The description behind `fd`. `EBADF` if it is not open.
+    pub fn get(&self, fd: i32) -> Result<F, Errno> {
+        let table = self.table.lock();
+        let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+        match table.slots.get(index) {
+            Some(Some(slot)) => Ok(slot.file.clone()),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// True if `fd` has close-on-exec set. `EBADF` if it is not open.
+    pub fn cloexec(&self, fd: i32) -> Result<bool, Errno> {
+        let table = self.table.lock();
+        let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+        match table.slots.get(index) {
+            Some(Some(slot)) => Ok(slot.cloexec),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Closes `fd`. `EBADF` if it is not open. The description is dropped
+    /// (outside the table's lock) if this was its last handle.
+    pub fn close(&self, fd: i32) -> Result<(), Errno> {
+        let slot = {
+            let mut table = self.table.lock();
+            let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+            let slot = table
+                .slots
+                .get_mut(index)
+                .and_then(Option::take)
+                .ok_or(Errno::EBADF)?;
+            table.free.insert(index);
+            table.open -= 1;
+            slot
+        };
+        drop(slot);
+        Ok(())
+    }
+
+    /// A new number for the description behind `fd` (lowest free; the new
+    /// number does not have close-on-exec). `EBADF`, `EMFILE`.
+    pub fn dup(&self, fd: i32) -> Result<i32, Errno> {
+        let file = self.get(fd)?;
+        self.insert(file, false)
+    }
+
+    /// Closes every descriptor (dropping descriptions outside the lock).
+    pub fn clear(&self) {
+        let slots = {
+            let mut table = self.table.lock();
+            table.free.clear();
+            table.open = 0;
+            std::mem::take(&mut table.slots)
+        };
+        drop(slots);
+    }
+
+    /// `epoll_create(size)`: `EINVAL` if `size <= 0`; the size is otherwise
+    /// ignored.
+    pub fn epoll_create(&self, size: i32) -> Result<i32, Errno> {
+        if size <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.epoll_create1(0)
+    }
+
+    /// `epoll_create1(flags)`: `EINVAL` for any flag but [`EPOLL_CLOEXEC`]
+    /// (checked before anything is allocated), `EMFILE` when the table is
+    /// full.
+    pub fn epoll_create1(&self, flags: i32) -> Result<i32, Errno> {
+        if flags & !EPOLL_CLOEXEC != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let ep = EventPoll::with_budget(self.budget.clone());
+        self.insert(F::from_event_poll(ep), flags & EPOLL_CLOEXEC != 0)
+    }
+
+    /// `epoll_ctl(epfd, op, fd, event)`, with Linux's check order:
+    /// `EFAULT` (no event for an op other than DEL, invalid ops included),
+    /// `EBADF` (epfd, then fd), `EPERM` (fd cannot be polled), `EINVAL`
+    /// (epfd is not an epoll, or is fd itself), the `EXCLUSIVE` rules,
+    /// `ELOOP`, `EEXIST`/`ENOENT`, `EINVAL` (invalid op), `ENOSPC`.
+    pub fn epoll_ctl(
+        &self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno> {
+        if op != CtlOp::Del.to_raw() && event.is_none() {
+            return Err(Errno::EFAULT);
+        }
+        let epfile = self.get(epfd)?;
+        let target_file = self.get(fd)?;
+        let target = target_file.pollable().ok_or(Errno::EPERM)?;
+        let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
+        // An unknown op passes the remaining checks only to end in EINVAL,
+        // the same errno those checks give.
+        let op = CtlOp::from_raw(op).ok_or(Errno::EINVAL)?;
+        let result = ep.ctl(op, &target, fd, event.copied());
+        drop((target, target_file, epfile));
+        result
+    }
+
+    /// `epoll_wait(epfd, events, maxevents, timeout)`: `EBADF`, then
+    /// `EINVAL` for `maxevents <= 0` or above [`EP_MAX_EVENTS`], then
+    /// `EFAULT` if `events` holds fewer than `maxevents` records, then
+    /// `EINVAL` if `epfd` is not an epoll. A negative timeout blocks, zero
+    /// polls, a positive one waits that many milliseconds at most.
+    pub fn epoll_wait(
+        &self,
+        epfd: i32,
+        events: &mut [EpollEvent],
+        maxevents: i32,
+        timeout_ms: i32,
+    ) -> Result<usize, Errno> {
+        let epfile = self.get(epfd)?;
+        if maxevents <= 0 || maxevents > EP_MAX_EVENTS {
+            return Err(Errno::EINVAL);
+        }
+        // maxevents > 0 was checked above.
+        let maxevents = maxevents as usize;
+        if maxevents > events.len() {
+            return Err(Errno::EFAULT);
+        }
+        let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        ep.wait(&mut events[..maxevents], timeout)
+    }
+}
+
+/// The descriptions epoll itself provides: epolls, eventfds, pipe ends, and
+/// a plain file that cannot be polled (for the `EPERM` case).
+#[derive(Clone)]
+pub enum BasicFile {
+    /// An epoll instance.
+    Epoll(Arc<EventPoll>),
+    /// An eventfd.
+    EventFd(Arc<EventFd>),
+    /// The reading end of a pipe.
+    PipeReader(Arc<PipeReader>),
+    /// The writing end of a pipe.
+    PipeWriter(Arc<PipeWriter>),
+    /// A file without `poll`, like a regular file: `epoll_ctl` on it is `EPERM`.
+    Plain,
+}
+
+impl FileDescription for BasicFile {
+    fn pollable(&self) -> Option<Arc<dyn Pollable>> {
+        match self {
+            BasicFile::Epoll(ep) => Some(ep.clone()),
+            BasicFile::EventFd(efd) => Some(efd.clone()),
+            BasicFile::PipeReader(r) => Some(r.clone()),
+            BasicFile::PipeWriter(w) => Some(w.clone()),
+            BasicFile::Plain => None,
+        }
+    }
+
+    fn event_poll(&self) -> Option<&Arc<EventPoll>> {
+        match self {
+            BasicFile::Epoll(ep) => Some(ep),
+            _ => None,
+        }
+    }
+
+    fn from_event_poll(ep: Arc<EventPoll>) -> Self {
+        BasicFile::Epoll(ep)
+    }
+}
+
+impl FdTable<BasicFile> {
+    /// `eventfd(initval, flags)` with `EFD_SEMAPHORE`, `EFD_NONBLOCK`,
+    /// `EFD_CLOEXEC`; `EINVAL` for any other flag.
+    pub fn eventfd(&self, initval: u32, flags: i32) -> Result<i32, Errno> {
+        let flags = EfdFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+        let efd = EventFd::with_flags(u64::from(initval), flags)?;
+        self.insert(BasicFile::EventFd(efd), flags.contains(EfdFlags::CLOEXEC))
+    }
+
+    /// `pipe2(flags)` with `O_NONBLOCK` and `O_CLOEXEC`; returns
+    /// `[read_fd, write_fd]`. `EINVAL` for any other flag.
+    pub fn pipe2(&self, flags: i32) -> Result<[i32; 2], Errno> {
+        if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (reader, writer) = pipe(DEFAULT_CAPACITY);
+        let nonblocking = flags & O_NONBLOCK != 0;
+        reader.set_nonblocking(nonblocking);
+        writer.set_nonblocking(nonblocking);
+        let cloexec = flags & O_CLOEXEC != 0;
+        let rfd = self.insert(BasicFile::PipeReader(reader), cloexec)?;
+        match self.insert(BasicFile::PipeWriter(writer), cloexec) {
+            Ok(wfd) => Ok([rfd, wfd]),
+            Err(e) => {
+                self.close(rfd)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `read(fd, buf)`: eventfds and pipe readers. `EBADF` for a closed fd
+    /// or a write-only one, `EINVAL` for a file that cannot be read.
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        match self.get(fd)? {
+            BasicFile::EventFd(efd) => efd.read_bytes(buf),
+            BasicFile::PipeReader(r) => r.read(buf),
+            BasicFile::PipeWriter(_) => Err(Errno::EBADF),
+            BasicFile::Epoll(_) | BasicFile::Plain => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `write(fd, buf)`: eventfds and pipe writers. `EBADF` for a closed fd
+    /// or a read-only one, `EINVAL` for a file that cannot be written.
+    pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        match self.get(fd)? {
+            BasicFile::EventFd(efd) => efd.write_bytes(buf),
+            BasicFile::PipeWriter(w) => w.write(buf),
+            BasicFile::PipeReader(_) => Err(Errno::EBADF),
+            BasicFile::Epoll(_) | BasicFile::Plain => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `fcntl(fd, F_SETFL, O_NONBLOCK)` (or clearing it) on an eventfd or
+    /// pipe end; epolls and plain files accept and ignore it.
+    pub fn set_nonblocking(&self, fd: i32, nonblocking: bool) -> Result<(), Errno> {
+        match self.get(fd)? {
+            BasicFile::EventFd(efd) => efd.set_nonblocking(nonblocking),
+            BasicFile::PipeReader(r) => r.set_nonblocking(nonblocking),
+            BasicFile::PipeWriter(w) => w.set_nonblocking(nonblocking),
+            BasicFile::Epoll(_) | BasicFile::Plain => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_allocated_lowest_first_and_reused() {
+        let fds: FdTable<BasicFile> = FdTable::new();
+        let a = fds.insert(BasicFile::Plain, false).unwrap();
+        let b = fds.insert(BasicFile::Plain, false).unwrap();
+        let c = fds.insert(BasicFile::Plain, false).unwrap();
+        assert_eq!((a, b, c), (0, 1, 2));
+        fds.close(b).unwrap();
+        fds.close(a).unwrap();
+        assert_eq!(fds.insert(BasicFile::Plain, false), Ok(0));
+        assert_eq!(fds.dup(c), Ok(1));
+        assert_eq!(fds.len(), 3);
+    }
+
+    #[test]
+    fn closed_and_negative_fds_are_ebadf() {
+        let fds: FdTable<BasicFile> = FdTable::new();
+        assert_eq!(fds.close(0), Err(Errno::EBADF));
+        assert_eq!(fds.close(-1), Err(Errno::EBADF));
+        let fd = fds.insert(BasicFile::Plain, false).unwrap();
+        fds.close(fd).unwrap();
+        assert_eq!(fds.close(fd), Err(Errno::EBADF));
+        assert!(fds.get(fd).is_err());
+    }
+
+    #[test]
+    fn table_limit_gives_emfile() {
+        let fds: FdTable<BasicFile> = FdTable::with_limits(2, 10);
+        fds.epoll_create1(0).unwrap();
+        fds.eventfd(0, 0).unwrap();
+        assert_eq!(fds.epoll_create1(0), Err(Errno::EMFILE));
+        assert_eq!(fds.pipe2(0), Err(Errno::EMFILE));
+    }
+
+    #[test]
+    fn pipe2_failure_half_way_leaks_nothing() {
+        let fds: FdTable<BasicFile> = FdTable::with_limits(2, 10);
+        fds.eventfd(0, 0).unwrap();
+        assert_eq!(fds.pipe2(O_NONBLOCK), Err(Errno::EMFILE));
+        assert_eq!(fds.len(), 1);
+    }
+
+    #[test]
+    fn cloexec_is_per_descriptor() {
+        let fds: FdTable<BasicFile> = FdTable::new();
+        let ep = fds.epoll_create1(EPOLL_CLOEXEC).unwrap();
+        assert_eq!(fds.cloexec(ep), Ok(true));
+        let dup = fds.dup(ep).unwrap();
+        assert_eq!(fds.cloexec(dup), Ok(false));
+    }
+
+    #[test]
+    fn read_write_on_the_wrong_end_is_ebadf() {
+        let fds: FdTable<BasicFile> = FdTable::new();
+        let [r, w] = fds.pipe2(O_NONBLOCK).unwrap();
+        assert_eq!(fds.write(r, b"x"), Err(Errno::EBADF));
+        assert_eq!(fds.read(w, &mut [0; 1]), Err(Errno::EBADF));
+        let ep = fds.epoll_create1(0).unwrap();
+        assert_eq!(fds.read(ep, &mut [0; 8]), Err(Errno::EINVAL));
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it. Needs no root; tests
+# that need root or /dev/net/tun say why and skip themselves.
+#
+#   scripts/test.sh            # everything
+#   SEED=123 scripts/test.sh   # also run the differential test from that seed
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (workspace) =="
+cargo test --workspace --all-targets
+
+echo "== doc tests =="
+cargo test --workspace --doc
+

@@ -183,10 +183,12 @@ pub(crate) struct ReadyShared {
     ready: Mutex<Ready>,
     /// Blocked `wait` callers (Linux's `ep->wq`, exclusive waiters).
     waiters_cv: Condvar,
-    /// Lock-free hint, written under `ready`: the ready list is non-empty, a
-    /// scan is in progress, or zombies await reaping. A clear hint lets
-    /// `wait` with timeout zero return without locking.
+    /// Lock-free hint, written under `ready`: the ready list is non-empty or
+    /// a scan is in progress. A clear hint lets `wait` with timeout zero
+    /// return without locking.
     maybe_ready: AtomicBool,
+    /// Lock-free hint, written under `ready`: `zombies` is non-empty.
+    zombies_pending: AtomicBool,
     /// This epoll's own wait queue (`ep->poll_wait`): outer epolls and
     /// pollers of the epoll itself.
     poll_wait: WaitQueue,
@@ -194,7 +196,7 @@ pub(crate) struct ReadyShared {
 
 impl ReadyShared {
     fn update_hint(&self, ready: &Ready) {
-        let hint = !ready.rdllist.is_empty() || ready.scanning || !ready.zombies.is_empty();
+        let hint = !ready.rdllist.is_empty() || ready.scanning;
         self.maybe_ready.store(hint, Ordering::Release);
     }
 
@@ -259,7 +261,7 @@ impl ReadyShared {
             return;
         }
         ready.zombies.push(item.clone());
-        self.update_hint(&ready);
+        self.zombies_pending.store(true, Ordering::Release);
     }
 
     /// Queues `item` if it is not queued, and wakes one waiter and the
@@ -361,6 +363,7 @@ impl EventPoll {
                 }),
                 waiters_cv: Condvar::new(),
                 maybe_ready: AtomicBool::new(false),
+                zombies_pending: AtomicBool::new(false),
                 poll_wait: WaitQueue::new(),
             }),
             budget,
@@ -607,14 +610,12 @@ impl EventPoll {
 
     /// Removes the items whose objects went away. Cheap when there are none.
     fn reap(&self, interest: &mut Interest) {
-        if !self.shared.maybe_ready.load(Ordering::Acquire) {
+        if !self.shared.zombies_pending.load(Ordering::Acquire) {
             return;
         }
         let zombies = {
             let mut ready = self.shared.ready.lock();
-            if ready.zombies.is_empty() {
-                return;
-            }
+            self.shared.zombies_pending.store(false, Ordering::Release);
             std::mem::take(&mut ready.zombies)
         };
         for item in &zombies {
@@ -708,7 +709,7 @@ impl EventPoll {
                 return Ok(0);
             }
             let mut ready = self.shared.ready.lock();
-            if ready.rdllist.is_empty() && !ready.scanning && ready.zombies.is_empty() {
+            if ready.rdllist.is_empty() && !ready.scanning {
                 ready.waiters += 1;
                 loop {
                     match deadline {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::events::{Errno, Events};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex};
 use crate::waitqueue::{Pollable, WaitQueue};
 
 bitflags::bitflags! {
@@ -33,11 +33,18 @@ const MAX_COUNT: u64 = u64::MAX - 1;
 
 /// A Linux-style eventfd. Create with [`EventFd::new`] or
 /// [`EventFd::with_flags`]; it is shared by `Arc` and watched by epoll.
+///
+/// The counter is one atomic word: `poll` is a single load and a read or a
+/// write that does not block is one compare-and-swap. Only blocking callers
+/// touch the mutex and condvar.
 pub struct EventFd {
-    count: Mutex<u64>,
+    count: AtomicU64,
     semaphore: bool,
     nonblocking: AtomicBool,
-    /// Blocked readers and writers.
+    /// Callers blocked in `read` or `write`; they sleep on `changed` under
+    /// `sleep_lock`.
+    sleepers: AtomicUsize,
+    sleep_lock: Mutex<()>,
     changed: Condvar,
     wq: WaitQueue,
 }
@@ -55,9 +62,11 @@ impl EventFd {
             return Err(Errno::EINVAL);
         }
         Ok(Arc::new(EventFd {
-            count: Mutex::new(initval),
+            count: AtomicU64::new(initval),
             semaphore: flags.contains(EfdFlags::SEMAPHORE),
             nonblocking: AtomicBool::new(flags.contains(EfdFlags::NONBLOCK)),
+            sleepers: AtomicUsize::new(0),
+            sleep_lock: Mutex::new(()),
             changed: Condvar::new(),
             wq: WaitQueue::new(),
         }))
@@ -75,23 +84,19 @@ impl EventFd {
 
     /// The counter now, without changing it.
     pub fn value(&self) -> u64 {
-        *self.count.lock()
+        self.count.load(Ordering::SeqCst)
     }
 
     /// Reads the counter: all of it (and resets it to 0), or 1 in semaphore
     /// mode. Blocks while it is 0, or fails with `EAGAIN` if non-blocking.
     pub fn read(&self) -> Result<u64, Errno> {
-        let mut count = self.count.lock();
-        while *count == 0 {
-            if self.is_nonblocking() {
-                return Err(Errno::EAGAIN);
+        let value = self.block_until(|count| {
+            if count == 0 {
+                return None;
             }
-            self.changed.wait(&mut count);
-        }
-        let value = if self.semaphore { 1 } else { *count };
-        *count -= value;
-        drop(count);
-        self.changed.notify_all();
+            let take = if self.semaphore { 1 } else { count };
+            Some((count - take, take))
+        })?;
         self.wq.wake(Events::OUT);
         Ok(value)
     }
@@ -102,18 +107,54 @@ impl EventFd {
         if value == u64::MAX {
             return Err(Errno::EINVAL);
         }
-        let mut count = self.count.lock();
-        while MAX_COUNT - *count < value {
-            if self.is_nonblocking() {
-                return Err(Errno::EAGAIN);
-            }
-            self.changed.wait(&mut count);
-        }
-        *count += value;
-        drop(count);
-        self.changed.notify_all();
+        self.block_until(|count| (MAX_COUNT - count >= value).then_some((count + value, ())))?;
         self.wq.wake(Events::IN);
         Ok(())
+    }
+
+    /// Applies `step` (current count -> `Some((new count, result))`, or
+    /// `None` if the operation must wait) atomically, blocking or failing
+    /// with `EAGAIN` while it returns `None`, and wakes blocked callers of
+    /// the other kind after a change.
+    fn block_until<R>(&self, mut step: impl FnMut(u64) -> Option<(u64, R)>) -> Result<R, Errno> {
+        let result = match self.try_step(&mut step) {
+            Some(result) => result,
+            None if self.is_nonblocking() => return Err(Errno::EAGAIN),
+            None => {
+                let mut guard = self.sleep_lock.lock();
+                // Announce ourselves before re-checking: a changer that misses
+                // the announcement made its change before our re-check sees it.
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                let result = loop {
+                    if let Some(result) = self.try_step(&mut step) {
+                        break result;
+                    }
+                    self.changed.wait(&mut guard);
+                };
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                result
+            }
+        };
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            // Taking the lock orders this notify after a sleeper's re-check.
+            drop(self.sleep_lock.lock());
+            self.changed.notify_all();
+        }
+        Ok(result)
+    }
+
+    fn try_step<R>(&self, step: &mut impl FnMut(u64) -> Option<(u64, R)>) -> Option<R> {
+        let mut count = self.count.load(Ordering::SeqCst);
+        loop {
+            let (new, result) = step(count)?;
+            match self
+                .count
+                .compare_exchange_weak(count, new, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Some(result),
+                Err(actual) => count = actual,
+            }
+        }
     }
 
     /// `read(2)` on the descriptor: 8 bytes in native byte order. `EINVAL`
@@ -140,7 +181,7 @@ impl EventFd {
 
 impl Pollable for EventFd {
     fn poll(&self) -> Events {
-        let count = *self.count.lock();
+        let count = self.count.load(Ordering::SeqCst);
         let mut events = Events::empty();
         if count > 0 {
             events |= Events::IN;

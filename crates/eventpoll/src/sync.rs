@@ -9,6 +9,7 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize};
     use std::time::Instant;
 
     /// Waits on `cv` until notified or until `deadline`; true if it timed out.
@@ -23,6 +24,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize};
     use std::ops::{Deref, DerefMut};
     use std::time::Instant;
 

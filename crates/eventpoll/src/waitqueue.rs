@@ -165,11 +165,17 @@ impl WaitQueue {
         if entries.detached {
             return false;
         }
-        if exclusive {
-            entries.exclusive.push(entry);
+        let list = if exclusive {
+            &mut entries.exclusive
         } else {
-            entries.shared.push(entry);
+            &mut entries.shared
+        };
+        // Most objects have one watcher: start with room for exactly one
+        // instead of Vec's default of four.
+        if list.capacity() == 0 {
+            list.reserve_exact(1);
         }
+        list.push(entry);
         self.len.fetch_add(1, Ordering::Release);
         true
     }

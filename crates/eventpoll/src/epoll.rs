@@ -692,11 +692,10 @@ impl EventPoll {
         if events.is_empty() {
             return Err(Errno::EINVAL);
         }
-        let deadline = match timeout {
-            Some(t) if t.is_zero() => None,
-            Some(t) => Some(Instant::now().checked_add(t).ok_or(Errno::EINVAL)?),
-            None => None,
-        };
+        // A timeout too large to represent as a deadline waits forever.
+        let deadline = timeout
+            .filter(|t| !t.is_zero())
+            .and_then(|t| Instant::now().checked_add(t));
         let mut timed_out = timeout.is_some_and(|t| t.is_zero());
         loop {
             if self.shared.maybe_ready.load(Ordering::Acquire) {

@@ -107,7 +107,7 @@ impl EventFd {
         if value == u64::MAX {
             return Err(Errno::EINVAL);
         }
-        self.block_until(|count| (MAX_COUNT - count >= value).then_some((count + value, ())))?;
+        self.block_until(|count| (MAX_COUNT - count >= value).then(|| (count + value, ())))?;
         self.wq.wake(Events::IN);
         Ok(())
     }

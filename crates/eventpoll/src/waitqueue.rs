@@ -10,10 +10,14 @@
 //! item on its epoll's ready list.
 //!
 //! Rules, as in Linux's `__wake_up_common`:
-//! - Ordinary entries are all called, in registration order.
+//! - Ordinary entries are all called, newest first (Linux's
+//!   `add_wait_queue` inserts at the head). This order is observable: two
+//!   registrations of one eventfd under a `dup` are queued, and so
+//!   reported, newest first.
 //! - Exclusive entries (`EPOLLEXCLUSIVE` registrations, and blocking waiters
-//!   that want one-at-a-time wake-ups) come after them and are called in
-//!   registration order until one reports that it consumed the wake-up.
+//!   that want one-at-a-time wake-ups) come after them and are called oldest
+//!   first (`add_wait_queue_exclusive` appends) until one reports that it
+//!   consumed the wake-up.
 //!   [`WaitQueue::wake_all`] calls them all.
 //! - Waking allocates nothing and takes the queue's own lock, then whatever
 //!   leaf lock the callback takes (an epoll's ready-list lock).
@@ -220,7 +224,7 @@ impl WaitQueue {
             return;
         }
         let entries = self.entries.lock();
-        for entry in &entries.shared {
+        for entry in entries.shared.iter().rev() {
             entry.call(key);
         }
         for entry in &entries.exclusive {

@@ -1,0 +1,90 @@
+//! # netdev: the devices usertcp runs on
+//!
+//! The `phy` layer of usertcp: things that implement
+//! [`smoltcp::phy::Device`]. It knows nothing of sockets; `netstack` drives
+//! these devices with `iface.poll`.
+//!
+//! What is here:
+//!
+//! - [`Link::pair`]: two devices joined in memory, for two stacks in one
+//!   process (tests, benchmarks). `Medium::Ip`, checksums off, the MTU
+//!   chosen by the caller (1500 and 65535 are the usual ones). **Lossless**:
+//!   a full queue is back-pressure (`transmit` returns `None`), never a
+//!   drop, because smoltcp's minimum retransmission timeout is one second
+//!   and a lost packet would stall a benchmark. Packet buffers are allocated
+//!   when the pair is made and reused: no allocation per packet.
+//!
+//! What is not here yet: the TAP device (`Medium::Ethernet`, for real kernel
+//! peers), pcap capture and fault injection. They come later, as their own
+//! modules.
+//!
+//! ## The link
+//!
+//! Each direction is a bounded ring of `capacity + 1` slots of `mtu` bytes
+//! ([`Link::pair_with`]; [`Link::default_capacity`] otherwise). The tokens
+//! smoltcp gets borrow slots: a [`LinkTxToken`] is a reserved free slot in
+//! the peer's ring, a [`LinkRxToken`] the oldest packet in one's own, so a
+//! packet is copied once on the way in (smoltcp writes it into the slot) and
+//! read in place on the way out.
+//!
+//! ### Back-pressure, and why `receive` can refuse too
+//!
+//! `transmit` returns `None` while the peer has `capacity` packets waiting
+//! (counted in [`LinkStats::tx_full`]). `receive` hands smoltcp a
+//! [`TxToken`](smoltcp::phy::TxToken) as well, for the reply to the packet
+//! (an ACK, a RST), and that token must not fail; so `receive` gives out a
+//! packet only while a slot is free for the reply (otherwise it returns
+//! `None` and counts [`LinkStats::rx_deferred`]). The extra slot of each
+//! ring is reserved for such replies.
+//!
+//! This cannot deadlock. `transmit` adds a packet only to a ring holding
+//! fewer than `capacity`, and a `receive` removes one packet and adds at
+//! most one, so the two rings together never hold more than
+//! `2 * capacity + 1` packets: one short of both being full. Whenever
+//! packets are queued, at least one of the two devices can `receive`.
+//!
+//! smoltcp sends at most one segment per socket per `iface.poll`, so a
+//! driver that wants throughput polls again while there is work.
+//!
+//! ## Threads
+//!
+//! A [`LinkDevice`] is `Send`, so the two ends of a pair may run on
+//! different threads. Each ring is a single-producer, single-consumer queue:
+//! positions are atomics, and each slot has a lock that by construction is
+//! never contended (the producer and consumer never hold the same slot), so
+//! the crate has no `unsafe`. What that costs over a single-threaded
+//! `Rc<RefCell<..>>` ring, measured once with a standalone `-O` model of
+//! both rings (std's mutex standing in for parking_lot's) on the
+//! development machine, one thread sending and receiving: about +17 ns per
+//! packet at 64 bytes (28 vs 11 ns), +12 ns at 1500 bytes (64 vs 52 ns, the
+//! copy dominating), nothing measurable at 65535 bytes. smoltcp spends far
+//! more than that on a TCP segment, so there is one implementation, not
+//! two. Across two threads the same model moved 1500-byte packets at about
+//! 75 ns each. Nothing wakes a thread when a packet arrives: the receiving
+//! side polls ([`LinkDevice::rx_queued`]).
+//!
+//! ## Example
+//!
+//! ```
+//! use netdev::Link;
+//! use smoltcp::phy::{Device, RxToken, TxToken};
+//! use smoltcp::time::Instant;
+//!
+//! let (mut a, mut b) = Link::pair(1500);
+//! let now = Instant::ZERO;
+//! a.transmit(now).unwrap().consume(3, |buf| buf.copy_from_slice(b"abc"));
+//! let (rx, _reply) = b.receive(now).unwrap();
+//! assert_eq!(rx.consume(|packet| packet.to_vec()), b"abc");
+//! assert_eq!(b.stats().rx_bytes, 3);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod link;
+mod ring;
+mod sync;
+
+pub use link::{
+    DEFAULT_CAPACITY, DEFAULT_RING_BYTES, Link, LinkDevice, LinkRxToken, LinkStats, LinkTxToken,
+    MAX_CAPACITY, MAX_MTU, MIN_MTU,
+};

@@ -90,7 +90,6 @@
 //!   one file, §1.9 item 50) is not enforced.
 //! - **Watch accounting** is per [`WatchBudget`] (one per [`FdTable`], or
 //!   one per standalone [`EventPoll`]) rather than per Unix user.
-//! - **Pipes** count capacity in bytes, not page-sized slots (see [`pipe`]).
 //! - **Ready-list lock**: Linux uses a spinlock; this crate uses
 //!   `parking_lot`'s mutex, which spins before it parks and so never burns a
 //!   core on a descheduled holder. The condvar of blocked waiters needs a
@@ -121,5 +120,7 @@ pub use fdtable::{
     BasicFile, DEFAULT_MAX_FDS, EP_MAX_EVENTS, EPOLL_CLOEXEC, FdTable, FileDescription, O_CLOEXEC,
     O_NONBLOCK,
 };
-pub use pipe::{DEFAULT_CAPACITY as PIPE_DEFAULT_CAPACITY, PIPE_BUF, PipeReader, PipeWriter, pipe};
+pub use pipe::{
+    DEFAULT_CAPACITY as PIPE_DEFAULT_CAPACITY, PIPE_BUF, PIPE_PAGE, PipeReader, PipeWriter, pipe,
+};
 pub use waitqueue::{Pollable, WaitQueue, Waiter};

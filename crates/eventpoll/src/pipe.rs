@@ -1,21 +1,35 @@
 //! Pipes: a byte channel with a reading end and a writing end, each its own
-//! pollable object, with Linux's readiness rules (EPOLL_SPEC §1.11).
+//! pollable object, with Linux's buffering and readiness rules (EPOLL_SPEC
+//! §1.11; `fs/pipe.c`).
 //!
-//! - Reader: `IN | RDNORM` while bytes are buffered; `HUP` once the writer
-//!   is gone (with `IN` too while bytes remain).
-//! - Writer: `OUT | WRNORM` while there is free space; `ERR` once the
-//!   reader is gone.
-//! - Every write wakes the reader's watchers with `IN | RDNORM` (Linux does
-//!   so whenever a pipe has been polled, which a watched pipe always has).
-//!   A read wakes the writer's watchers with `OUT | WRNORM` only when the
-//!   pipe was full before it, as Linux's `pipe_read` does.
-//! - Dropping one end removes the epitems watching it, then wakes the other
+//! Like Linux, a pipe is a ring of page-sized buffers ("slots"):
+//!
+//! - The capacity is a number of slots: [`pipe`] rounds the size it is
+//!   given up to a power of two pages, as `F_SETPIPE_SZ` does (the default
+//!   is 16 pages, 64 KiB).
+//! - A write first tries to merge its sub-page remainder (`len % 4096`
+//!   bytes) into the last slot if that fits in the slot's page, then fills
+//!   fresh slots a page at a time. So a write of at most [`PIPE_BUF`] bytes
+//!   is atomic, and a pipe is *full* when every slot is in use, even if the
+//!   last one has room left.
+//! - A read frees a slot once it has consumed all of it.
+//!
+//! Readiness: the reader is `IN | RDNORM` while any slot holds data and gets
+//! `HUP` once the writer is gone; the writer is `OUT | WRNORM` while a slot
+//! is free and gets `ERR` once the reader is gone.
+//!
+//! Wake-ups, as Linux does them for a pipe that has been polled (a watched
+//! pipe always has):
+//!
+//! - every write call, even one that fails with `EAGAIN` on a full pipe,
+//!   wakes the reader's watchers with `IN | RDNORM` (an edge for ET
+//!   watchers; readiness is re-checked at harvest);
+//! - a read wakes the writer's watchers with `OUT | WRNORM` if the pipe was
+//!   full when the read began (whether or not it freed a slot);
+//! - dropping one end removes the epitems watching it, then wakes the other
 //!   end's watchers with an empty key ("something changed").
 //!
-//! Capacity is counted in bytes. Linux counts page-sized slots (16 by
-//! default) and merges small writes into the last page, so the exact point
-//! where a Linux pipe turns full differs; writes of at most [`PIPE_BUF`]
-//! bytes are atomic here as there (all or `EAGAIN`).
+//! Page buffers are recycled: steady traffic allocates nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,14 +42,89 @@ use crate::waitqueue::{Pollable, WaitQueue};
 /// Writes of at most this many bytes are atomic (Linux's `PIPE_BUF`).
 pub const PIPE_BUF: usize = 4096;
 
+/// The size of one slot (Linux's `PAGE_SIZE`).
+pub const PIPE_PAGE: usize = 4096;
+
 /// Linux's default pipe capacity (16 pages).
-pub const DEFAULT_CAPACITY: usize = 65536;
+pub const DEFAULT_CAPACITY: usize = 16 * PIPE_PAGE;
+
+/// One slot: a page buffer and how far the reader has consumed it.
+struct Slot {
+    page: Vec<u8>,
+    read: usize,
+}
+
+impl Slot {
+    fn unread(&self) -> &[u8] {
+        &self.page[self.read..]
+    }
+}
 
 struct PipeState {
-    buf: VecDeque<u8>,
-    capacity: usize,
+    slots: VecDeque<Slot>,
+    max_slots: usize,
+    /// Page buffers of freed slots, reused by later writes.
+    spare: Vec<Vec<u8>>,
     reader_open: bool,
     writer_open: bool,
+}
+
+impl PipeState {
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.slots.len() >= self.max_slots
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.iter().map(|slot| slot.unread().len()).sum()
+    }
+
+    /// Merges `data` into the last slot if it fits in that slot's page.
+    fn try_merge(&mut self, data: &[u8]) -> bool {
+        match self.slots.back_mut() {
+            Some(last) if last.page.len() + data.len() <= PIPE_PAGE => {
+                last.page.extend_from_slice(data);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fills a fresh slot with up to a page of `data`; returns the bytes taken.
+    fn push_slot(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(PIPE_PAGE);
+        let mut page = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(PIPE_PAGE));
+        page.extend_from_slice(&data[..n]);
+        self.slots.push_back(Slot { page, read: 0 });
+        n
+    }
+
+    /// Copies out up to `buf.len()` bytes, freeing consumed slots.
+    fn take(&mut self, buf: &mut [u8]) -> usize {
+        let mut copied = 0;
+        while copied < buf.len() {
+            let Some(slot) = self.slots.front_mut() else {
+                break;
+            };
+            let unread = slot.unread();
+            let n = unread.len().min(buf.len() - copied);
+            buf[copied..copied + n].copy_from_slice(&unread[..n]);
+            slot.read += n;
+            copied += n;
+            if slot.read == slot.page.len() {
+                let mut page = self.slots.pop_front().expect("front slot exists").page;
+                page.clear();
+                self.spare.push(page);
+            }
+        }
+        copied
+    }
 }
 
 struct PipeShared {
@@ -58,13 +147,15 @@ pub struct PipeWriter {
     nonblocking: AtomicBool,
 }
 
-/// A new pipe holding at most `capacity` bytes (at least 1), both ends
-/// blocking.
+/// A new pipe of `capacity` bytes rounded up to a power of two pages (at
+/// least one page), both ends blocking.
 pub fn pipe(capacity: usize) -> (Arc<PipeReader>, Arc<PipeWriter>) {
+    let pages = capacity.div_ceil(PIPE_PAGE).max(1).next_power_of_two();
     let shared = Arc::new(PipeShared {
         state: Mutex::new(PipeState {
-            buf: VecDeque::new(),
-            capacity: capacity.max(1),
+            slots: VecDeque::with_capacity(pages),
+            max_slots: pages,
+            spare: Vec::new(),
             reader_open: true,
             writer_open: true,
         }),
@@ -97,7 +188,7 @@ impl PipeReader {
 
     /// Bytes buffered now.
     pub fn available(&self) -> usize {
-        self.shared.state.lock().buf.len()
+        self.shared.state.lock().bytes()
     }
 
     /// Reads up to `buf.len()` bytes. Returns 0 at end of file (writer gone
@@ -108,7 +199,9 @@ impl PipeReader {
             return Ok(0);
         }
         let mut state = self.shared.state.lock();
-        while state.buf.is_empty() {
+        let mut was_full = state.is_full();
+        let mut slept = false;
+        while state.is_empty() {
             if !state.writer_open {
                 return Ok(0);
             }
@@ -116,16 +209,19 @@ impl PipeReader {
                 return Err(Errno::EAGAIN);
             }
             self.shared.changed.wait(&mut state);
+            was_full = state.is_full();
+            slept = true;
         }
-        let was_full = state.buf.len() >= state.capacity;
-        let n = buf.len().min(state.buf.len());
-        for (dst, src) in buf.iter_mut().zip(state.buf.drain(..n)) {
-            *dst = src;
-        }
+        let n = state.take(buf);
+        // Linux wakes the next reader only after a read that had to sleep.
+        let wake_next_reader = slept && !state.is_empty();
         drop(state);
         self.shared.changed.notify_all();
         if was_full {
             self.shared.wr_wq.wake(Events::OUT | Events::WRNORM);
+        }
+        if wake_next_reader {
+            self.shared.rd_wq.wake(Events::IN | Events::RDNORM);
         }
         Ok(n)
     }
@@ -142,42 +238,58 @@ impl PipeWriter {
         self.nonblocking.load(Ordering::Relaxed)
     }
 
-    /// Writes `buf`: all of it when it is at most [`PIPE_BUF`] bytes,
-    /// otherwise as much as fits. `EPIPE` once the reader is gone; blocks
-    /// while there is no room, or fails with `EAGAIN` if non-blocking.
+    /// Writes `buf` (see the module docs for how it fills slots). Returns the
+    /// bytes written: all of them, or fewer if a non-blocking write filled
+    /// the pipe part way. `EPIPE` once the reader is gone; `EAGAIN` if
+    /// non-blocking and nothing could be written; blocks otherwise.
     pub fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let result = self.write_locked(buf);
+        self.shared.changed.notify_all();
+        // Every write call wakes the reader's watchers (Linux's poll_usage).
+        self.shared.rd_wq.wake(Events::IN | Events::RDNORM);
+        result
+    }
+
+    fn write_locked(&self, buf: &[u8]) -> Result<usize, Errno> {
         let mut state = self.shared.state.lock();
         if !state.reader_open {
             return Err(Errno::EPIPE);
         }
-        if buf.is_empty() {
-            return Ok(0);
+        let mut written = 0;
+        let remainder = buf.len() % PIPE_PAGE;
+        if remainder != 0 && state.try_merge(&buf[..remainder]) {
+            written = remainder;
         }
-        loop {
-            let free = state.capacity.saturating_sub(state.buf.len());
-            let fits = if buf.len() <= PIPE_BUF {
-                free >= buf.len().min(state.capacity)
-            } else {
-                free > 0
-            };
-            if fits {
-                break;
+        while written < buf.len() {
+            if !state.reader_open {
+                return if written > 0 {
+                    Ok(written)
+                } else {
+                    Err(Errno::EPIPE)
+                };
+            }
+            if !state.is_full() {
+                written += state.push_slot(&buf[written..]);
+                continue;
             }
             if self.is_nonblocking() {
-                return Err(Errno::EAGAIN);
+                return if written > 0 {
+                    Ok(written)
+                } else {
+                    Err(Errno::EAGAIN)
+                };
+            }
+            // Let readers see what is written so far before sleeping.
+            if written > 0 {
+                self.shared.changed.notify_all();
+                self.shared.rd_wq.wake(Events::IN | Events::RDNORM);
             }
             self.shared.changed.wait(&mut state);
-            if !state.reader_open {
-                return Err(Errno::EPIPE);
-            }
         }
-        let free = state.capacity - state.buf.len();
-        let n = buf.len().min(free);
-        state.buf.extend(&buf[..n]);
-        drop(state);
-        self.shared.changed.notify_all();
-        self.shared.rd_wq.wake(Events::IN | Events::RDNORM);
-        Ok(n)
+        Ok(written)
     }
 }
 
@@ -185,7 +297,7 @@ impl Pollable for PipeReader {
     fn poll(&self) -> Events {
         let state = self.shared.state.lock();
         let mut events = Events::empty();
-        if !state.buf.is_empty() {
+        if !state.is_empty() {
             events |= Events::IN | Events::RDNORM;
         }
         if !state.writer_open {
@@ -203,7 +315,7 @@ impl Pollable for PipeWriter {
     fn poll(&self) -> Events {
         let state = self.shared.state.lock();
         let mut events = Events::empty();
-        if state.buf.len() < state.capacity {
+        if !state.is_full() {
             events |= Events::OUT | Events::WRNORM;
         }
         if !state.reader_open {
@@ -276,38 +388,69 @@ mod tests {
 
     #[test]
     fn empty_pipe_reader_would_block_writer_is_writable() {
-        let (r, w) = nonblocking_pipe(16);
+        let (r, w) = nonblocking_pipe(PIPE_PAGE);
         assert_eq!(r.read(&mut [0; 4]), Err(Errno::EAGAIN));
         assert_eq!(r.poll(), Events::empty());
         assert_eq!(w.poll(), Events::OUT | Events::WRNORM);
     }
 
     #[test]
-    fn bytes_come_out_in_order() {
-        let (r, w) = nonblocking_pipe(16);
-        assert_eq!(w.write(b"hello"), Ok(5));
-        assert_eq!(r.poll(), Events::IN | Events::RDNORM);
-        let mut buf = [0; 3];
-        assert_eq!(r.read(&mut buf), Ok(3));
-        assert_eq!(&buf, b"hel");
-        assert_eq!(r.read(&mut buf), Ok(2));
-        assert_eq!(&buf[..2], b"lo");
+    fn bytes_come_out_in_order_across_slots() {
+        let (r, w) = nonblocking_pipe(4 * PIPE_PAGE);
+        let data: Vec<u8> = (0..3 * PIPE_PAGE + 17).map(|i| i as u8).collect();
+        assert_eq!(w.write(&data), Ok(data.len()));
+        assert_eq!(w.write(b"tail"), Ok(4));
+        let mut out = vec![0; data.len() + 4];
+        assert_eq!(r.read(&mut out[..100]), Ok(100));
+        assert_eq!(r.read(&mut out[100..]), Ok(data.len() + 4 - 100));
+        assert_eq!(&out[..data.len()], &data[..]);
+        assert_eq!(&out[data.len()..], b"tail");
     }
 
     #[test]
-    fn full_pipe_is_not_writable_and_small_writes_are_atomic() {
-        let (r, w) = nonblocking_pipe(8);
-        assert_eq!(w.write(b"123456"), Ok(6));
-        assert_eq!(w.write(b"abc"), Err(Errno::EAGAIN));
-        assert_eq!(w.write(b"ab"), Ok(2));
+    fn capacity_rounds_up_to_a_power_of_two_pages() {
+        for (asked, slots) in [
+            (0, 1),
+            (1, 1),
+            (PIPE_PAGE, 1),
+            (PIPE_PAGE + 1, 2),
+            (3 * PIPE_PAGE, 4),
+        ] {
+            let (_r, w) = nonblocking_pipe(asked);
+            let page = vec![0u8; PIPE_PAGE];
+            for _ in 0..slots {
+                assert_eq!(w.write(&page), Ok(PIPE_PAGE), "asked {asked}");
+            }
+            assert_eq!(w.write(&page), Err(Errno::EAGAIN), "asked {asked}");
+        }
+    }
+
+    #[test]
+    fn one_slot_pipe_is_full_once_used_but_small_writes_still_merge() {
+        let (r, w) = nonblocking_pipe(PIPE_PAGE);
+        assert_eq!(w.write(&[1; 4000]), Ok(4000));
+        // Every slot is in use: not writable, though 96 bytes still fit.
         assert_eq!(w.poll(), Events::empty());
-        assert_eq!(r.read(&mut [0; 1]), Ok(1));
+        assert_eq!(w.write(&[2; 200]), Err(Errno::EAGAIN));
+        assert_eq!(w.write(&[3; 96]), Ok(96));
+        // Reading part of the slot does not free it.
+        assert_eq!(r.read(&mut [0; 10]), Ok(10));
+        assert_eq!(w.poll(), Events::empty());
+        let mut rest = vec![0; PIPE_PAGE];
+        assert_eq!(r.read(&mut rest), Ok(4086));
         assert_eq!(w.poll(), Events::OUT | Events::WRNORM);
     }
 
     #[test]
+    fn large_nonblocking_write_is_partial_when_the_pipe_fills() {
+        let (_r, w) = nonblocking_pipe(2 * PIPE_PAGE);
+        assert_eq!(w.write(&vec![0; 3 * PIPE_PAGE]), Ok(2 * PIPE_PAGE));
+        assert_eq!(w.write(b"x"), Err(Errno::EAGAIN));
+    }
+
+    #[test]
     fn writer_gone_gives_reader_hup_then_eof() {
-        let (r, w) = nonblocking_pipe(8);
+        let (r, w) = nonblocking_pipe(PIPE_PAGE);
         w.write(b"x").unwrap();
         drop(w);
         assert_eq!(r.poll(), Events::IN | Events::RDNORM | Events::HUP);
@@ -318,7 +461,7 @@ mod tests {
 
     #[test]
     fn reader_gone_gives_writer_err_and_epipe() {
-        let (r, w) = nonblocking_pipe(8);
+        let (r, w) = nonblocking_pipe(PIPE_PAGE);
         drop(r);
         assert_eq!(w.poll(), Events::OUT | Events::WRNORM | Events::ERR);
         assert_eq!(w.write(b"x"), Err(Errno::EPIPE));
@@ -326,11 +469,23 @@ mod tests {
 
     #[test]
     fn blocked_writer_gets_epipe_when_reader_goes() {
-        let (r, w) = pipe(1);
-        w.write(b"x").unwrap();
+        let (r, w) = pipe(PIPE_PAGE);
+        w.write(&[0; PIPE_PAGE]).unwrap();
         let t = std::thread::spawn(move || w.write(b"y"));
         std::thread::sleep(std::time::Duration::from_millis(20));
         drop(r);
         assert_eq!(t.join().unwrap(), Err(Errno::EPIPE));
+    }
+
+    #[test]
+    fn blocked_writer_finishes_once_a_slot_is_read() {
+        let (r, w) = pipe(PIPE_PAGE);
+        w.write(&[7; PIPE_PAGE]).unwrap();
+        let t = std::thread::spawn(move || w.write(&[8; 10]));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut page = vec![0; PIPE_PAGE];
+        assert_eq!(r.read(&mut page), Ok(PIPE_PAGE));
+        assert_eq!(t.join().unwrap(), Ok(10));
+        assert_eq!(r.read(&mut page), Ok(10));
     }
 }

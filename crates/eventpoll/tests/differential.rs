@@ -15,9 +15,9 @@
 //! success or errno. The epoll `data` of a registration is the object's
 //! index plus 16 times a random tag, so a MOD's new data is checked too.
 //!
-//! Pipes are never filled (at most 50 × 64 bytes per sequence): Linux counts
-//! pipe capacity in page slots and eventpoll in bytes, an intended
-//! difference. A closed object's fd number is never used again (other tests
+//! Pipes are never filled (at most 50 × 64 bytes per sequence); filling and
+//! slot accounting are covered by the conformance tests, checked against
+//! the kernel with `F_SETPIPE_SZ`. A closed object's fd number is never used again (other tests
 //! run in other threads of this process and may reuse it); later operations
 //! on it are skipped on both sides, and every kernel fd is closed at the end
 //! of its sequence.

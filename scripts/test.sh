@@ -13,3 +13,5 @@ cargo test --workspace --all-targets
 echo "== doc tests =="
 cargo test --workspace --doc
 
+echo "== loopbench smoke run (checks that it runs, not how fast) =="
+cargo run --release -p loopbench -- all --quick --json-dir target/loopbench

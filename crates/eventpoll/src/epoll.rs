@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use intrusive_collections::rbtree::Entry as RBTreeEntry;
 use intrusive_collections::{
     KeyAdapter, LinkedList, RBTree, SinglyLinkedList, intrusive_adapter, linked_list, rbtree,
     singly_linked_list,
@@ -31,7 +32,7 @@ use intrusive_collections::{
 
 use crate::events::{CtlOp, EpollEvent, Errno, Events};
 use crate::sync::{Condvar, Mutex, wait_until};
-use crate::waitqueue::{Entry, Pollable, WaitQueue};
+use crate::waitqueue::{DeferredWakes, Entry, Pollable, WaitQueue};
 
 /// Linux's `EP_MAX_NESTS`: at most this many epoll-to-epoll links on any
 /// path, i.e. a chain of five epoll instances.
@@ -71,12 +72,14 @@ impl WatchBudget {
     }
 
     fn acquire(&self) -> Result<(), Errno> {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used < self.limit).then_some(used + 1)
-            })
-            .map(|_| ())
-            .map_err(|_| Errno::ENOSPC)
+        // One read-modify-write in the common case; an Add that overshoots
+        // gives its count back.
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.limit {
+            Ok(())
+        } else {
+            self.used.fetch_sub(1, Ordering::Relaxed);
+            Err(Errno::ENOSPC)
+        }
     }
 
     fn release(&self) {
@@ -111,27 +114,31 @@ pub(crate) struct ItemKey {
 }
 
 /// One registration (Linux's `struct epitem`).
+///
+/// `repr(C)` keeps the fields a tree lookup reads (the tree link and the
+/// key) together at the front, in one cache line with the `Arc` header.
+#[repr(C)]
 pub(crate) struct EpItem {
     /// In the interest tree (under `interest`).
     tree_link: rbtree::AtomicLink,
-    /// On the ready list or a harvest's private list (under `ready`).
-    ready_link: linked_list::AtomicLink,
-    /// On the overflow list (under `ready`); Linux's `epi->next`.
-    ovf_link: singly_linked_list::AtomicLink,
     key: ItemKey,
     /// The interest mask with its mode bits. Written under `interest`, read
     /// by callbacks under `ready`; a delivered ONESHOT keeps only the mode bits.
     events: AtomicU32,
-    data: AtomicU64,
-    /// The watched object, weakly: dropping its last handle removes the item.
-    source: Weak<dyn Pollable>,
-    /// The epoll's ready-list half.
-    ep: Arc<ReadyShared>,
     /// Set (under `ready`) once the item is removed by `Del`, by the epoll's
     /// drop or by its object going away. A gone item is never reported.
     gone: AtomicBool,
     /// The watched object is itself an epoll (a nesting link).
     nested: bool,
+    data: AtomicU64,
+    /// On the ready list or a harvest's private list (under `ready`).
+    ready_link: linked_list::AtomicLink,
+    /// On the overflow list (under `ready`); Linux's `epi->next`.
+    ovf_link: singly_linked_list::AtomicLink,
+    /// The watched object, weakly: dropping its last handle removes the item.
+    source: Weak<dyn Pollable>,
+    /// The epoll's ready-list half.
+    ep: Arc<ReadyShared>,
 }
 
 intrusive_adapter!(TreeAdapter = Arc<EpItem>: EpItem { tree_link => rbtree::AtomicLink });
@@ -151,8 +158,8 @@ impl EpItem {
     }
 
     /// `ep_poll_callback`: called by the watched object's wait queue.
-    pub(crate) fn callback(self: &Arc<Self>, key: Events) -> bool {
-        self.ep.callback(self, key)
+    pub(crate) fn callback(self: &Arc<Self>, key: Events, deferred: &mut DeferredWakes) -> bool {
+        self.ep.callback(self, key, deferred)
     }
 
     /// The watched object is gone (`POLLFREE`).
@@ -202,7 +209,7 @@ impl ReadyShared {
 
     /// `ep_poll_callback` (EPOLL_SPEC §4.2). Returns Linux's `ewake`: false
     /// only for an exclusive item that did not consume the wake-up.
-    fn callback(&self, item: &Arc<EpItem>, key: Events) -> bool {
+    fn callback(&self, item: &Arc<EpItem>, key: Events, deferred: &mut DeferredWakes) -> bool {
         let mut ready = self.ready.lock();
         ready.counters.callbacks += 1;
         let mask = item.mask();
@@ -246,11 +253,17 @@ impl ReadyShared {
         }
         drop(ready);
         if has_waiters {
-            self.waiters_cv.notify_one();
+            // Notified once the source's wait-queue lock is released.
+            deferred.push(&item.ep);
         }
         // ep_poll_safewake: outer epolls and pollers, outside our lock.
         self.poll_wait.wake(Events::IN);
         ewake
+    }
+
+    /// Wakes one thread blocked in `wait`.
+    pub(crate) fn notify_waiter(&self) {
+        self.waiters_cv.notify_one();
     }
 
     /// The watched object of `item` is gone: mark the item so it is never
@@ -401,8 +414,13 @@ impl EventPoll {
         fd: i32,
         event: EpollEvent,
     ) -> Result<(), Errno> {
-        let target: Arc<dyn Pollable> = target.clone();
-        self.ctl(CtlOp::Add, &target, fd, Some(event))
+        self.ctl_on(
+            CtlOp::Add,
+            &**target,
+            || Arc::downgrade(target) as Weak<dyn Pollable>,
+            fd,
+            Some(event),
+        )
     }
 
     /// Replaces the mask and data of a registration (`EPOLL_CTL_MOD`).
@@ -412,14 +430,24 @@ impl EventPoll {
         fd: i32,
         event: EpollEvent,
     ) -> Result<(), Errno> {
-        let target: Arc<dyn Pollable> = target.clone();
-        self.ctl(CtlOp::Mod, &target, fd, Some(event))
+        self.ctl_on(
+            CtlOp::Mod,
+            &**target,
+            || Arc::downgrade(target) as Weak<dyn Pollable>,
+            fd,
+            Some(event),
+        )
     }
 
     /// Removes a registration (`EPOLL_CTL_DEL`).
     pub fn delete<T: Pollable>(&self, target: &Arc<T>, fd: i32) -> Result<(), Errno> {
-        let target: Arc<dyn Pollable> = target.clone();
-        self.ctl(CtlOp::Del, &target, fd, None)
+        self.ctl_on(
+            CtlOp::Del,
+            &**target,
+            || Arc::downgrade(target) as Weak<dyn Pollable>,
+            fd,
+            None,
+        )
     }
 
     /// `epoll_ctl` on objects: the checks of EPOLL_SPEC §1.2 from row 0 that
@@ -444,6 +472,20 @@ impl EventPoll {
         fd: i32,
         event: Option<EpollEvent>,
     ) -> Result<(), Errno> {
+        self.ctl_on(op, &**target, || Arc::downgrade(target), fd, event)
+    }
+
+    /// The body of `ctl`. `weak` makes the item's weak handle to the
+    /// target; it is called only by a successful `Add`, so `Mod` and `Del`
+    /// touch no reference count of the target.
+    fn ctl_on(
+        &self,
+        op: CtlOp,
+        target: &dyn Pollable,
+        weak: impl FnOnce() -> Weak<dyn Pollable>,
+        fd: i32,
+        event: Option<EpollEvent>,
+    ) -> Result<(), Errno> {
         let event = match (op, event) {
             (CtlOp::Del, _) => EpollEvent::default(),
             (_, None) => return Err(Errno::EFAULT),
@@ -452,7 +494,8 @@ impl EventPoll {
                 event
             }
         };
-        if target.wait_queue().id() == self.shared.poll_wait.id() {
+        let file = target.wait_queue().id();
+        if file == self.shared.poll_wait.id() {
             return Err(Errno::EINVAL);
         }
         let target_ep = target.as_event_poll();
@@ -472,26 +515,36 @@ impl EventPoll {
             }
             _ => None,
         };
-        let key = ItemKey {
-            file: target.wait_queue().id(),
-            fd,
-        };
+        let key = ItemKey { file, fd };
         let mut interest = self.interest.lock();
         self.reap(&mut interest);
-        let existing = interest.tree.find(&key).clone_pointer();
-        match (op, existing) {
-            (CtlOp::Add, Some(_)) => Err(Errno::EEXIST),
-            (CtlOp::Add, None) => self.insert(&mut interest, target, key, event),
-            (CtlOp::Mod | CtlOp::Del, None) => Err(Errno::ENOENT),
-            (CtlOp::Mod, Some(item)) => {
+        match op {
+            CtlOp::Add => self.insert(&mut interest, target, weak, key, event),
+            CtlOp::Mod => {
+                let cursor = interest.tree.find(&key);
+                let item = cursor.get().ok_or(Errno::ENOENT)?;
                 if item.mask().contains(Events::EXCLUSIVE) {
                     return Err(Errno::EINVAL);
                 }
-                self.modify_item(target, &item, event);
+                // ep_modify: new mask and data, then re-poll; never dequeues.
+                let mask = event.events | Events::ERR | Events::HUP;
+                // The harvest reads the data under `interest`, held here.
+                item.data.store(event.data, Ordering::Relaxed);
+                // SeqCst pairs with the callback's load of the mask (Linux's
+                // smp_mb() in ep_modify): either the callback sees the new
+                // mask or the poll below sees the new state.
+                item.events.store(mask.bits(), Ordering::SeqCst);
+                if !(target.poll() & mask).is_empty() {
+                    let item = cursor.clone_pointer().expect("cursor is on the item");
+                    self.shared.queue_ready(&item);
+                }
                 Ok(())
             }
-            (CtlOp::Del, Some(item)) => {
-                self.remove_item(&mut interest, &item, Some(target));
+            CtlOp::Del => {
+                let item = interest.tree.find_mut(&key).remove().ok_or(Errno::ENOENT)?;
+                interest.count -= 1;
+                self.budget.release();
+                self.detach_item(&item, Some(target));
                 Ok(())
             }
         }
@@ -501,10 +554,15 @@ impl EventPoll {
     fn insert(
         &self,
         interest: &mut Interest,
-        target: &Arc<dyn Pollable>,
+        target: &dyn Pollable,
+        weak: impl FnOnce() -> Weak<dyn Pollable>,
         key: ItemKey,
         event: EpollEvent,
     ) -> Result<(), Errno> {
+        let Interest { tree, count } = interest;
+        let RBTreeEntry::Vacant(slot) = tree.entry(&key) else {
+            return Err(Errno::EEXIST);
+        };
         self.budget.acquire()?;
         let mask = event.events | Events::ERR | Events::HUP;
         let nested = target.as_event_poll();
@@ -515,7 +573,7 @@ impl EventPoll {
             key,
             events: AtomicU32::new(mask.bits()),
             data: AtomicU64::new(event.data),
-            source: Arc::downgrade(target),
+            source: weak(),
             ep: self.shared.clone(),
             gone: AtomicBool::new(false),
             nested: nested.is_some(),
@@ -529,8 +587,8 @@ impl EventPoll {
             self.budget.release();
             return Err(Errno::EBADF);
         }
-        interest.tree.insert(item.clone());
-        interest.count += 1;
+        let cursor = slot.insert(item);
+        *count += 1;
         if let Some(inner) = nested {
             // NEST_LOCK is held by ctl for an Add of an epoll.
             self.nest.lock().children.push((key, inner.this.clone()));
@@ -538,51 +596,29 @@ impl EventPoll {
         }
         // From here callbacks can queue the item; poll once for the present.
         if !(target.poll() & mask).is_empty() {
+            let item = cursor
+                .as_cursor()
+                .clone_pointer()
+                .expect("cursor is on the new item");
             self.shared.queue_ready(&item);
         }
         Ok(())
     }
 
-    /// `ep_modify`: new mask and data, then re-poll; never dequeues.
-    fn modify_item(&self, target: &Arc<dyn Pollable>, item: &Arc<EpItem>, event: EpollEvent) {
-        let mask = event.events | Events::ERR | Events::HUP;
-        item.data.store(event.data, Ordering::SeqCst);
-        // SeqCst pairs with the callback's load of the mask (Linux's
-        // smp_mb() in ep_modify): either the callback sees the new mask or
-        // the poll below sees the new state.
-        item.events.store(mask.bits(), Ordering::SeqCst);
-        if !(target.poll() & mask).is_empty() {
-            self.shared.queue_ready(item);
-        }
-    }
-
-    /// `ep_remove`: unregister from the object, unlink from the tree and the
-    /// ready list, give the watch back to the budget.
-    fn remove_item(
-        &self,
-        interest: &mut Interest,
-        item: &Arc<EpItem>,
-        target: Option<&Arc<dyn Pollable>>,
-    ) {
+    /// The rest of `ep_remove` once the item is out of the tree: unregister
+    /// it from its object, mark it gone, unlink it from the ready list, and
+    /// drop its nesting link. `target` is the object if the caller has it.
+    fn detach_item(&self, item: &Arc<EpItem>, target: Option<&dyn Pollable>) {
         let upgraded;
         let target = match target {
             Some(target) => Some(target),
             None => {
                 upgraded = item.source.upgrade();
-                upgraded.as_ref()
+                upgraded.as_deref()
             }
         };
         if let Some(target) = target {
-            target.wait_queue().remove(&Entry::Item(item.clone()));
-        }
-        let mut cursor = interest.tree.find_mut(&item.key);
-        if cursor
-            .get()
-            .is_some_and(|found| std::ptr::eq(found, &**item))
-        {
-            cursor.remove();
-            interest.count -= 1;
-            self.budget.release();
+            target.wait_queue().remove_item(item);
         }
         {
             let mut ready = self.shared.ready.lock();
@@ -619,7 +655,16 @@ impl EventPoll {
             std::mem::take(&mut ready.zombies)
         };
         for item in &zombies {
-            self.remove_item(interest, item, None);
+            let mut cursor = interest.tree.find_mut(&item.key);
+            if cursor
+                .get()
+                .is_some_and(|found| std::ptr::eq(found, &**item))
+            {
+                cursor.remove();
+                interest.count -= 1;
+                self.budget.release();
+            }
+            self.detach_item(item, None);
         }
     }
 
@@ -874,7 +919,7 @@ impl Drop for EventPoll {
         let mut cursor = tree.front_mut();
         while let Some(item) = cursor.remove() {
             if let Some(source) = item.source.upgrade() {
-                source.wait_queue().remove(&Entry::Item(item.clone()));
+                source.wait_queue().remove_item(&item);
                 if let Some(inner) = source.as_event_poll() {
                     inner
                         .nest

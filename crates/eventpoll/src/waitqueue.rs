@@ -33,7 +33,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::epoll::{EpItem, EventPoll};
+use crate::epoll::{EpItem, EventPoll, ReadyShared};
 use crate::events::Events;
 use crate::sync::Mutex;
 
@@ -79,9 +79,9 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
-    fn call(&self, key: Events) -> bool {
+    fn call(&self, key: Events, deferred: &mut DeferredWakes) -> bool {
         match self {
-            Entry::Item(item) => item.callback(key),
+            Entry::Item(item) => item.callback(key, deferred),
             Entry::Waiter(waiter) => waiter.wake(key),
         }
     }
@@ -93,13 +93,49 @@ impl Entry {
         }
     }
 
-    fn same(&self, other: &Entry) -> bool {
-        match (self, other) {
-            (Entry::Item(a), Entry::Item(b)) => Arc::ptr_eq(a, b),
-            (Entry::Waiter(a), Entry::Waiter(b)) => {
-                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+    fn is_item(&self, item: &EpItem) -> bool {
+        matches!(self, Entry::Item(a) if std::ptr::eq(Arc::as_ptr(a), item))
+    }
+
+    fn is_waiter(&self, waiter: &Arc<dyn Waiter>) -> bool {
+        matches!(self, Entry::Waiter(w) if std::ptr::addr_eq(Arc::as_ptr(w), Arc::as_ptr(waiter)))
+    }
+}
+
+/// Blocked epoll waiters to notify once the queue's lock is released.
+///
+/// Notifying a condvar while the queue lock is held lets the woken thread
+/// run (on the same core, at once) into that still-held lock, the moment it
+/// touches the source; so callbacks only record whom to wake, and the wake
+/// happens after the unlock. Room for a few epolls inline, no allocation;
+/// past that, the rest are notified on the spot.
+pub(crate) struct DeferredWakes {
+    pending: [Option<Arc<ReadyShared>>; 4],
+    len: usize,
+}
+
+impl DeferredWakes {
+    fn new() -> DeferredWakes {
+        DeferredWakes {
+            pending: Default::default(),
+            len: 0,
+        }
+    }
+
+    /// Notifies one waiter of `ep`, now or once the queue lock is released.
+    pub(crate) fn push(&mut self, ep: &Arc<ReadyShared>) {
+        match self.pending.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(ep.clone());
+                self.len += 1;
             }
-            _ => false,
+            None => ep.notify_waiter(),
+        }
+    }
+
+    fn run(self) {
+        for ep in self.pending.into_iter().flatten() {
+            ep.notify_waiter();
         }
     }
 }
@@ -161,7 +197,7 @@ impl WaitQueue {
     /// Removes a waiter registered with [`WaitQueue::add_waiter`]; returns
     /// true if it was there.
     pub fn remove_waiter(&self, waiter: &Arc<dyn Waiter>) -> bool {
-        self.remove(&Entry::Waiter(waiter.clone()))
+        self.remove_where(|entry| entry.is_waiter(waiter))
     }
 
     pub(crate) fn add(&self, entry: Entry, exclusive: bool) -> bool {
@@ -180,20 +216,28 @@ impl WaitQueue {
             list.reserve_exact(1);
         }
         list.push(entry);
-        self.len.fetch_add(1, Ordering::Release);
+        // Written only under the lock: a plain store, no read-modify-write.
+        self.len
+            .store(self.len.load(Ordering::Relaxed) + 1, Ordering::Release);
         true
     }
 
-    pub(crate) fn remove(&self, entry: &Entry) -> bool {
+    /// Removes the entry of `item`; returns true if it was there.
+    pub(crate) fn remove_item(&self, item: &EpItem) -> bool {
+        self.remove_where(|entry| entry.is_item(item))
+    }
+
+    fn remove_where(&self, is_it: impl Fn(&Entry) -> bool) -> bool {
         let mut entries = self.entries.lock();
         let Entries {
             shared, exclusive, ..
         } = &mut *entries;
         for list in [shared, exclusive] {
-            if let Some(pos) = list.iter().position(|e| e.same(entry)) {
-                // Keep registration order: exclusive wake-up order depends on it.
+            if let Some(pos) = list.iter().position(&is_it) {
+                // Keep registration order: wake-up order depends on it.
                 list.remove(pos);
-                self.len.fetch_sub(1, Ordering::Release);
+                self.len
+                    .store(self.len.load(Ordering::Relaxed) - 1, Ordering::Release);
                 return true;
             }
         }
@@ -223,18 +267,21 @@ impl WaitQueue {
         if self.is_empty() {
             return;
         }
+        let mut deferred = DeferredWakes::new();
         let entries = self.entries.lock();
         for entry in entries.shared.iter().rev() {
-            entry.call(key);
+            entry.call(key, &mut deferred);
         }
         for entry in &entries.exclusive {
             if nr_exclusive == 0 {
                 break;
             }
-            if entry.call(key) {
+            if entry.call(key, &mut deferred) {
                 nr_exclusive -= 1;
             }
         }
+        drop(entries);
+        deferred.run();
     }
 
     /// Detaches every watcher: the owning object is going away. Epitems

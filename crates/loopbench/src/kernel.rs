@@ -1,0 +1,271 @@
+//! The Linux side of every scenario: thin, safe wrappers over the raw
+//! system calls the baselines make.
+//!
+//! Each wrapper is one `libc` call. A return of -1 becomes
+//! [`std::io::Error::last_os_error`] (mio's `syscall!` habit), so a failing
+//! call is reported in its table row instead of panicking. File descriptors
+//! come back as [`OwnedFd`] and are closed when dropped.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Runs a libc call and turns a -1 return into the thread's last OS error.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: each call site states why its arguments are valid; this
+        // macro only checks the return value.
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// `EFD_NONBLOCK`, for [`eventfd`].
+pub const EFD_NONBLOCK: i32 = libc::EFD_NONBLOCK;
+/// `EPOLL_CLOEXEC`, for [`epoll_create1`].
+pub const EPOLL_CLOEXEC: i32 = libc::EPOLL_CLOEXEC;
+/// `EPOLLIN`: readable.
+pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
+
+/// `epoll_ctl` operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtlOp {
+    /// `EPOLL_CTL_ADD`.
+    Add,
+    /// `EPOLL_CTL_MOD`.
+    Mod,
+    /// `EPOLL_CTL_DEL`.
+    Del,
+}
+
+impl CtlOp {
+    fn raw(self) -> i32 {
+        match self {
+            CtlOp::Add => libc::EPOLL_CTL_ADD,
+            CtlOp::Mod => libc::EPOLL_CTL_MOD,
+            CtlOp::Del => libc::EPOLL_CTL_DEL,
+        }
+    }
+}
+
+/// An empty `struct epoll_event`, for event buffers.
+pub const fn empty_event() -> libc::epoll_event {
+    libc::epoll_event { events: 0, u64: 0 }
+}
+
+/// `eventfd(initval, flags)`: a new eventfd.
+pub fn eventfd(initval: u32, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes two integers and touches no memory of ours.
+    let fd = syscall!(eventfd(initval, flags))?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_create1(flags)`: a new epoll instance.
+pub fn epoll_create1(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes one integer and touches no memory of ours.
+    let fd = syscall!(epoll_create1(flags))?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_ctl(epfd, op, fd, &event)`. `events` and `data` are ignored for
+/// [`CtlOp::Del`] (a null event pointer is passed, as Linux allows since 2.6.9).
+pub fn epoll_ctl(
+    epfd: BorrowedFd<'_>,
+    op: CtlOp,
+    fd: BorrowedFd<'_>,
+    events: u32,
+    data: u64,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    let ptr = if op == CtlOp::Del {
+        std::ptr::null_mut()
+    } else {
+        &mut event as *mut libc::epoll_event
+    };
+    // SAFETY: both descriptors are borrowed, hence open for the call; `ptr`
+    // is null (DEL) or points to a live `epoll_event` on our stack that the
+    // kernel only reads.
+    syscall!(epoll_ctl(epfd.as_raw_fd(), op.raw(), fd.as_raw_fd(), ptr))?;
+    Ok(())
+}
+
+/// `epoll_wait(epfd, events, events.len(), timeout_ms)`: the number of
+/// events written to the front of `events`. `timeout_ms` -1 blocks.
+pub fn epoll_wait(
+    epfd: BorrowedFd<'_>,
+    events: &mut [libc::epoll_event],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
+    // SAFETY: `events` is a live, writable buffer of at least `max`
+    // `epoll_event`s, and the kernel writes at most `max` of them.
+    let n = syscall!(epoll_wait(
+        epfd.as_raw_fd(),
+        events.as_mut_ptr(),
+        max,
+        timeout_ms
+    ))?;
+    Ok(n as usize)
+}
+
+/// `write(fd, &value, 8)` on an eventfd: adds `value` to its counter.
+pub fn eventfd_write(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
+    let bytes = value.to_ne_bytes();
+    // SAFETY: `bytes` is 8 readable bytes that outlive the call; the
+    // descriptor is borrowed, hence open.
+    let n = syscall!(write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()))?;
+    short_io(n, "write")
+}
+
+/// `read(fd, &value, 8)` on an eventfd: takes and returns its counter.
+pub fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is 8 writable bytes that outlive the call; the
+    // descriptor is borrowed, hence open.
+    let n = syscall!(read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()))?;
+    short_io(n, "read")?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+fn short_io(n: isize, what: &str) -> io::Result<()> {
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "eventfd {what} moved {n} bytes, not 8"
+        )))
+    }
+}
+
+/// `getrlimit(RLIMIT_NOFILE)`: (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live, writable rlimit.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 here, not on every target
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// `setrlimit(RLIMIT_NOFILE, {soft, hard})`.
+pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: `lim` is a live rlimit that the kernel only reads.
+    syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim))?;
+    Ok(())
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(0)`).
+pub fn thread_affinity() -> io::Result<Vec<usize>> {
+    let mut set = MaybeUninit::<libc::cpu_set_t>::zeroed();
+    // SAFETY: `set` is a zeroed cpu_set_t of the size we pass; the kernel
+    // writes at most that many bytes.
+    syscall!(sched_getaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        set.as_mut_ptr()
+    ))?;
+    // SAFETY: zeroed is a valid cpu_set_t, and the kernel filled it in.
+    let set = unsafe { set.assume_init() };
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    let is_set = |cpu: usize| {
+        // SAFETY: every `cpu` below `max` is in bounds of the set.
+        unsafe { libc::CPU_ISSET(cpu, &set) }
+    };
+    Ok((0..max).filter(|&cpu| is_set(cpu)).collect())
+}
+
+/// Restricts the calling thread to `cpus` (`sched_setaffinity(0)`).
+pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    for &cpu in cpus {
+        if cpu >= max {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `cpu` is below the size of the set (checked above).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a live cpu_set_t of the size we pass; the kernel
+    // only reads it.
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))?;
+    Ok(())
+}
+
+/// `uname()`: (sysname, release, machine), e.g. ("Linux", "6.18.0", "x86_64").
+pub fn uname() -> io::Result<(String, String, String)> {
+    let mut uts = MaybeUninit::<libc::utsname>::zeroed();
+    // SAFETY: `uts` is a writable utsname; the kernel fills it in.
+    syscall!(uname(uts.as_mut_ptr()))?;
+    // SAFETY: zeroed is a valid utsname, and the kernel filled it in.
+    let uts = unsafe { uts.assume_init() };
+    let field = |raw: &[libc::c_char]| {
+        // SAFETY: the kernel NUL-terminates every utsname field within its
+        // array; and the array was zeroed first, so a NUL exists regardless.
+        unsafe { CStr::from_ptr(raw.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Ok((
+        field(&uts.sysname),
+        field(&uts.release),
+        field(&uts.machine),
+    ))
+}
+
+/// `sysconf(_SC_NPROCESSORS_ONLN)`: the CPUs online.
+pub fn cpus_online() -> io::Result<usize> {
+    // SAFETY: sysconf takes one integer and touches no memory of ours.
+    let n = syscall!(sysconf(libc::_SC_NPROCESSORS_ONLN))?;
+    Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn eventfd_round_trip_through_epoll() {
+        let ep = epoll_create1(EPOLL_CLOEXEC).unwrap();
+        let efd = eventfd(0, EFD_NONBLOCK).unwrap();
+        epoll_ctl(ep.as_fd(), CtlOp::Add, efd.as_fd(), EPOLLIN, 7).unwrap();
+        let mut buf = [empty_event(); 4];
+        assert_eq!(epoll_wait(ep.as_fd(), &mut buf, 0).unwrap(), 0);
+        eventfd_write(efd.as_fd(), 3).unwrap();
+        assert_eq!(epoll_wait(ep.as_fd(), &mut buf, 0).unwrap(), 1);
+        let data = buf[0].u64;
+        assert_eq!(data, 7);
+        assert_eq!(eventfd_read(efd.as_fd()).unwrap(), 3);
+        let err = eventfd_read(efd.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        epoll_ctl(ep.as_fd(), CtlOp::Del, efd.as_fd(), 0, 0).unwrap();
+        let err = epoll_ctl(ep.as_fd(), CtlOp::Del, efd.as_fd(), 0, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn uname_and_affinity_answer() {
+        assert!(!uname().unwrap().1.is_empty());
+        assert!(!thread_affinity().unwrap().is_empty());
+        assert!(cpus_online().unwrap() >= 1);
+    }
+}

@@ -37,10 +37,9 @@
 //!     cargo test -p eventpoll --test differential -- --nocapture
 //! ```
 
-use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
+
+mod util;
 
 use eventpoll::{BasicFile, EpollEvent, Events, FdTable, O_NONBLOCK};
 use rand::rngs::SmallRng;
@@ -694,55 +693,6 @@ fn apply(side: &mut dyn Side, fds: &[i32], op: Op, shadow: &Shadow) -> Outcome {
     }
 }
 
-/// The message of a panic payload (`&str` or `String`).
-fn payload_str(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("?")
-}
-
-thread_local! {
-    /// Set while this thread runs eventpoll code whose panics are reported
-    /// as results; the message lands in `PANIC_MESSAGE`.
-    static CAPTURE_PANICS: Cell<bool> = const { Cell::new(false) };
-    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`; a panic becomes a `Val::Panicked` result (with its location)
-/// instead of failing the test outright, so the report can show the
-/// sequence that led to it. Panics of other threads print as usual.
-fn catch_panic(f: impl FnOnce() -> Outcome) -> Outcome {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if CAPTURE_PANICS.with(Cell::get) {
-                let message = match info.location() {
-                    Some(at) => format!(
-                        "{} at {}:{}",
-                        payload_str(info.payload()),
-                        at.file(),
-                        at.line()
-                    ),
-                    None => payload_str(info.payload()).to_string(),
-                };
-                PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(message));
-            } else {
-                previous(info);
-            }
-        }));
-    });
-    CAPTURE_PANICS.with(|c| c.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    CAPTURE_PANICS.with(|c| c.set(false));
-    result.unwrap_or_else(|_| {
-        let message = PANIC_MESSAGE.with(|m| m.borrow_mut().take());
-        Ok(Val::Panicked(message.unwrap_or_default()))
-    })
-}
-
 /// Runs `ops` on a fresh kernel epoll and a fresh eventpoll table, stopping
 /// at the first operation whose results differ.
 fn run(init: &Init, ops: &[Op]) -> Run {
@@ -766,7 +716,8 @@ fn run(init: &Init, ops: &[Op]) -> Run {
             continue;
         }
         let k = apply(&mut kernel, &kfds, op, &shadow);
-        let o = catch_panic(|| apply(&mut ours, &ofds, op, &shadow));
+        let o = util::catch_panic(|| apply(&mut ours, &ofds, op, &shadow))
+            .unwrap_or_else(|message| Ok(Val::Panicked(message)));
         // The shadow follows the kernel.
         match (op, &k) {
             (Op::Write { obj, arg }, Ok(Val::Written(n))) => match OBJECTS[obj].1 {

@@ -42,12 +42,12 @@
 //!     cargo test -p eventpoll --test model -- --nocapture
 //! ```
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod util;
 
 use eventpoll::{Counters, CtlOp, EpollEvent, Errno, EventPoll, Events, Pollable, WaitQueue};
 use rand::rngs::SmallRng;
@@ -605,56 +605,6 @@ impl Real {
     }
 }
 
-/// The message of a panic payload (`&str` or `String`).
-fn payload_str(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("?")
-}
-
-thread_local! {
-    /// Set while this thread runs eventpoll code whose panics are reported
-    /// as results; the message lands in `PANIC_MESSAGE`.
-    static CAPTURE_PANICS: Cell<bool> = const { Cell::new(false) };
-    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`; a panic becomes a `Res::Panicked` (with its location) so the
-/// report can show the sequence that led to it. Panics of other threads
-/// print as usual.
-fn catch_panic(f: impl FnOnce() -> Observed) -> Observed {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if CAPTURE_PANICS.with(Cell::get) {
-                let payload = payload_str(info.payload());
-                let message = match info.location() {
-                    Some(at) => format!("{payload} at {}:{}", at.file(), at.line()),
-                    None => payload.to_string(),
-                };
-                PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(message));
-            } else {
-                previous(info);
-            }
-        }));
-    });
-    CAPTURE_PANICS.with(|c| c.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    CAPTURE_PANICS.with(|c| c.set(false));
-    result.unwrap_or_else(|_| Observed {
-        res: Res::Panicked(
-            PANIC_MESSAGE
-                .with(|m| m.borrow_mut().take())
-                .unwrap_or_default(),
-        ),
-        len: usize::MAX,
-        counters: Counters::default(),
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Running, shrinking, reporting
 // ---------------------------------------------------------------------------
@@ -688,7 +638,7 @@ fn run(ops: &[Op]) -> Run {
             len: model.items.len(),
             counters: model.counters,
         };
-        let real_obs = catch_panic(|| {
+        let real_obs = util::catch_panic(|| {
             let res = if skipped {
                 Res::Skipped
             } else {
@@ -699,6 +649,11 @@ fn run(ops: &[Op]) -> Run {
                 len: real.ep.len(),
                 counters: real.ep.counters(),
             }
+        })
+        .unwrap_or_else(|message| Observed {
+            res: Res::Panicked(message),
+            len: usize::MAX,
+            counters: Counters::default(),
         });
         let same = model_obs == real_obs;
         log.push(Entry {

@@ -1,0 +1,52 @@
+//! Helpers shared by the random-sequence tests (`differential.rs`,
+//! `model.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    /// Set while this thread runs eventpoll code whose panics are reported
+    /// as results; the message lands in `PANIC_MESSAGE`.
+    static CAPTURE_PANICS: Cell<bool> = const { Cell::new(false) };
+    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The message of a panic payload (`&str` or `String`).
+fn payload_str(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("?")
+}
+
+/// Runs `f`; a panic becomes `Err(message with its location)` instead of
+/// failing the test outright, so the caller can report the sequence that led
+/// to it. Panics of other threads, and outside `catch_panic`, print as usual.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if CAPTURE_PANICS.with(Cell::get) {
+                let payload = payload_str(info.payload());
+                let message = match info.location() {
+                    Some(at) => format!("{payload} at {}:{}", at.file(), at.line()),
+                    None => payload.to_string(),
+                };
+                PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(message));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    CAPTURE_PANICS.with(|c| c.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    CAPTURE_PANICS.with(|c| c.set(false));
+    result.map_err(|_| {
+        PANIC_MESSAGE
+            .with(|m| m.borrow_mut().take())
+            .unwrap_or_default()
+    })
+}

@@ -10,7 +10,7 @@
 //! - `Ready` under `ReadyShared::ready` (`ep->lock`): the ready list
 //!   (`rdllist`, an intrusive FIFO, each item at most once), the overflow
 //!   list (`ovflist`) that catches callbacks while a harvest has the ready
-//!   list spliced out, the count of blocked waiters and the counters.
+//!   list spliced out, the blocked waiters' bookkeeping and the counters.
 //!   Linux's `ep->lock` is a spinlock; here it is a `parking_lot::Mutex`,
 //!   which spins briefly before parking and so never burns a core on a
 //!   preempted holder. Its critical sections are a few pointer updates, and
@@ -176,12 +176,35 @@ struct Ready {
     ovflist: SinglyLinkedList<OvfAdapter>,
     /// A harvest (or a poll of this epoll) is between start and done.
     scanning: bool,
-    /// Threads blocked in `wait`.
-    waiters: usize,
+    /// Threads blocked in `wait` and not yet chosen to wake: Linux's entries
+    /// on `ep->wq`.
+    sleepers: usize,
+    /// Wake-ups handed to sleepers that have not yet run. Choosing a sleeper
+    /// moves it from `sleepers` to here at once, as Linux's
+    /// `ep_autoremove_wake_function` removes a woken waiter from the queue
+    /// atomically: a second callback before the first woken thread runs
+    /// then sees one sleeper fewer (and an EXCLUSIVE item passes the wake-up
+    /// on to another epoll).
+    wake_tokens: usize,
     /// Items whose object went away, to be removed from the tree by the next
     /// holder of `interest`.
     zombies: Vec<Arc<EpItem>>,
     counters: Counters,
+}
+
+impl Ready {
+    /// Chooses one sleeper to wake, if any (Linux's `wake_up(&ep->wq)` of
+    /// one exclusive waiter); the caller notifies the condvar after
+    /// unlocking.
+    fn take_sleeper(&mut self) -> bool {
+        if self.sleepers == 0 {
+            return false;
+        }
+        self.sleepers -= 1;
+        self.wake_tokens += 1;
+        self.counters.wakeups += 1;
+        true
+    }
 }
 
 /// The half of an epoll that callbacks touch: the ready list, its lock, the
@@ -236,21 +259,23 @@ impl ReadyShared {
             self.maybe_ready.store(true, Ordering::Release);
         }
         // Every callback wakes one waiter, even a merged one (Linux does too).
-        let has_waiters = ready.waiters > 0;
-        let mut ewake = !exclusive;
-        if has_waiters {
-            ready.counters.wakeups += 1;
-            if exclusive {
-                let inout = key & (Events::IN | Events::OUT);
-                ewake = if inout == Events::IN {
-                    mask.contains(Events::IN)
-                } else if inout == Events::OUT {
-                    mask.contains(Events::OUT)
-                } else {
-                    inout.is_empty()
-                };
+        let has_waiters = ready.take_sleeper();
+        // An EXCLUSIVE item consumes the wake-up only if a waiter was there
+        // and the key's IN/OUT bit is one it watches (a key of 0 counts).
+        let ewake = if !exclusive {
+            true
+        } else if !has_waiters {
+            false
+        } else {
+            let inout = key & (Events::IN | Events::OUT);
+            if inout == Events::IN {
+                mask.contains(Events::IN)
+            } else if inout == Events::OUT {
+                mask.contains(Events::OUT)
+            } else {
+                inout.is_empty()
             }
-        }
+        };
         drop(ready);
         if has_waiters {
             // Notified once the source's wait-queue lock is released.
@@ -288,12 +313,9 @@ impl ReadyShared {
         ready.rdllist.push_back(item.clone());
         ready.counters.enqueues += 1;
         self.maybe_ready.store(true, Ordering::Release);
-        let has_waiters = ready.waiters > 0;
-        if has_waiters {
-            ready.counters.wakeups += 1;
-        }
+        let wake = ready.take_sleeper();
         drop(ready);
-        if has_waiters {
+        if wake {
             self.waiters_cv.notify_one();
         }
         self.poll_wait.wake(Events::IN);
@@ -370,7 +392,8 @@ impl EventPoll {
                     rdllist: LinkedList::new(ReadyAdapter::new()),
                     ovflist: SinglyLinkedList::new(OvfAdapter::new()),
                     scanning: false,
-                    waiters: 0,
+                    sleepers: 0,
+                    wake_tokens: 0,
                     zombies: Vec::new(),
                     counters: Counters::default(),
                 }),
@@ -754,7 +777,7 @@ impl EventPoll {
             }
             let mut ready = self.shared.ready.lock();
             if ready.rdllist.is_empty() && !ready.scanning {
-                ready.waiters += 1;
+                ready.sleepers += 1;
                 loop {
                     match deadline {
                         None => self.shared.waiters_cv.wait(&mut ready),
@@ -764,13 +787,18 @@ impl EventPoll {
                             }
                         }
                     }
-                    // A wake-up that finds nothing (another thread took it)
-                    // goes back to sleep; any other exit harvests once more.
-                    if timed_out || !ready.rdllist.is_empty() || ready.scanning {
+                    // Chosen to wake: harvest, even if the deadline passed
+                    // meanwhile (a wake-up racing the timeout is not lost).
+                    if ready.wake_tokens > 0 {
+                        ready.wake_tokens -= 1;
                         break;
                     }
+                    if timed_out {
+                        ready.sleepers -= 1;
+                        break;
+                    }
+                    // A spurious wake-up: still a sleeper, sleep again.
                 }
-                ready.waiters -= 1;
             }
         }
     }
@@ -846,10 +874,7 @@ impl EventPoll {
         let mut cursor = ready.rdllist.cursor_mut();
         cursor.splice_before(delivered_lt);
         cursor.splice_after(undelivered);
-        let wake_next = !ready.rdllist.is_empty() && ready.waiters > 0;
-        if wake_next {
-            ready.counters.wakeups += 1;
-        }
+        let wake_next = !ready.rdllist.is_empty() && ready.take_sleeper();
         self.shared.update_hint(&ready);
         drop(ready);
         if wake_next {

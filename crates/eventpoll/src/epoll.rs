@@ -31,7 +31,7 @@ use intrusive_collections::{
 };
 
 use crate::events::{CtlOp, EpollEvent, Errno, Events};
-use crate::sync::{Condvar, Mutex, wait_until};
+use crate::sync::{AtomicBool as HintFlag, Condvar, Mutex, wait_until};
 use crate::waitqueue::{DeferredWakes, Entry, Pollable, WaitQueue};
 
 /// Linux's `EP_MAX_NESTS`: at most this many epoll-to-epoll links on any
@@ -216,9 +216,9 @@ pub(crate) struct ReadyShared {
     /// Lock-free hint, written under `ready`: the ready list is non-empty or
     /// a scan is in progress. A clear hint lets `wait` with timeout zero
     /// return without locking.
-    maybe_ready: AtomicBool,
+    maybe_ready: HintFlag,
     /// Lock-free hint, written under `ready`: `zombies` is non-empty.
-    zombies_pending: AtomicBool,
+    zombies_pending: HintFlag,
     /// This epoll's own wait queue (`ep->poll_wait`): outer epolls and
     /// pollers of the epoll itself.
     poll_wait: WaitQueue,
@@ -398,8 +398,8 @@ impl EventPoll {
                     counters: Counters::default(),
                 }),
                 waiters_cv: Condvar::new(),
-                maybe_ready: AtomicBool::new(false),
-                zombies_pending: AtomicBool::new(false),
+                maybe_ready: HintFlag::new(false),
+                zombies_pending: HintFlag::new(false),
                 poll_wait: WaitQueue::new(),
             }),
             budget,

@@ -3,13 +3,18 @@
 //! (the tokio habit: `tokio/src/loom/`).
 //!
 //! The API is parking_lot's (no poisoning, `Condvar::wait(&mut guard)`).
+//! The atomics of the lock-free fast paths (the epoll's "maybe ready" hint,
+//! a wait queue's length, the eventfd counter) come from here too, so that
+//! loom explores the interleavings around them. Atomics that are only read
+//! or written under a lock stay std's.
+//!
 //! Under loom a timed wait is an untimed one: loom does not model time, so
 //! the loom models only use blocking waits and zero timeouts.
 
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
     use std::time::Instant;
 
     /// Waits on `cv` until notified or until `deadline`; true if it timed out.
@@ -24,7 +29,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
     use std::ops::{Deref, DerefMut};
     use std::time::Instant;
 

@@ -31,11 +31,11 @@
 //! after an epoll's interest-set lock (registration happens under it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::epoll::{EpItem, EventPoll, ReadyShared};
 use crate::events::Events;
-use crate::sync::Mutex;
+use crate::sync::{AtomicUsize, Mutex};
 
 /// An object that epoll can watch: it reports its readiness now and owns the
 /// wait queue it wakes when that readiness may have changed.

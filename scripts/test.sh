@@ -13,11 +13,13 @@ cargo test --workspace --all-targets
 echo "== doc tests =="
 cargo test --workspace --doc
 
-echo "== loom models (eventpoll) =="
-# loom rebuilds the crate with its model-checked primitives; a separate
+echo "== loom models (eventpoll, netdev) =="
+# loom rebuilds the crates with its model-checked primitives; a separate
 # target directory keeps the ordinary build cache intact.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p eventpoll --release --test loom -- --test-threads=1
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p netdev --release --lib -- --test-threads=1
 
 echo "== loopbench smoke run (checks that it runs, not how fast) =="
 cargo run --release -p loopbench -- all --quick --json-dir target/loopbench

@@ -178,6 +178,9 @@ errnos! {
     ELOOP = 40, "Too many levels of epoll nesting, or a cycle.";
     ENOTSOCK = 88, "Not a socket.";
     EDESTADDRREQ = 89, "Destination address required.";
+    ENOPROTOOPT = 92, "Protocol not available (an unknown socket option).";
+    EPROTONOSUPPORT = 93, "Protocol not supported.";
+    ESOCKTNOSUPPORT = 94, "Socket type not supported.";
     EOPNOTSUPP = 95, "Operation not supported.";
     EAFNOSUPPORT = 97, "Address family not supported.";
     EADDRINUSE = 98, "Address already in use.";

@@ -1,0 +1,93 @@
+//! # netstack: the usertcp protocol stack
+//!
+//! A single-threaded TCP/IPv4 stack on smoltcp whose TCP events drive
+//! [`eventpoll`], with a descriptor table and POSIX-style socket calls that
+//! return Linux errno. This is the first milestone: run-to-completion only.
+//!
+//! ## What it does
+//!
+//! - [`Stack`] runs over any smoltcp [`Device`](smoltcp::phy::Device) with
+//!   `Medium::Ip` (the in-memory `netdev::Link`). It never reads a clock:
+//!   the caller passes `now` to [`Stack::poll`] and asks
+//!   [`Stack::poll_delay`] when to come back.
+//! - **No step scans all connections.** One smoltcp `Interface`; one
+//!   one-slot `SocketSet` per connection; a 4-tuple hash map finds the
+//!   connection of each received segment (the stack parses the IPv4/TCP
+//!   header itself); a dirty list limits egress to the connections touched;
+//!   an ordered timer queue fed by each connection's `poll_at` runs
+//!   smoltcp's timers. See the `stack` module docs for the data path.
+//! - **Listeners** with an accept queue and a backlog: a SYN to a listening
+//!   port makes a connection on the spot; SYNs past the backlog are dropped
+//!   and counted, and the client's retransmitted SYN gets in once the
+//!   application accepts.
+//! - **Events**: each [`Socket`] owns a [`WaitQueue`](eventpoll::WaitQueue)
+//!   and implements [`Pollable`](eventpoll::Pollable) with Linux's
+//!   `tcp_poll` rules, so any number of epolls can watch it. After every
+//!   step that touches a connection, its state is compared with the
+//!   previous step and each change raises a mask, per DESIGN.md:
+//!
+//!   | TCP event | mask |
+//!   |---|---|
+//!   | passive handshake completes, joins the accept queue | listener: `IN` |
+//!   | `SynSent -> Established` | `OUT` |
+//!   | in-order data received | `IN` |
+//!   | FIN received (CloseWait, Closing, TimeWait) | `IN \| RDHUP` |
+//!   | ACK frees send space | `OUT` |
+//!   | RST, user timeout, refused | `ERR \| HUP \| IN \| OUT \| RDHUP`, `SO_ERROR` |
+//!   | both directions shut, or closed | `HUP` |
+//!
+//! - **Correctness smoltcp leaves to us**: a monotonic clock, the ISN seed
+//!   and ephemeral ports from `getrandom` (or a seed, for tests), random
+//!   ephemeral ports with unique 4-tuples (also against TIME-WAIT),
+//!   `SO_ERROR` (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT` from the connect
+//!   timeout or failed keep-alive), TIME-WAIT that keeps only the 4-tuple,
+//!   orphans (closed descriptors) that time out, and several local
+//!   addresses ([`StackConfig::extra_addrs`]) over which connections from
+//!   unbound sockets spread, ~28k per address and server port.
+//! - **Descriptors**: one [`eventpoll::FdTable`] of [`File`]s per stack;
+//!   closing the last descriptor of a socket closes its connection and
+//!   removes its epoll registrations (Linux's file-description rule).
+//! - **Tracing**: every step emits a `tracing` event at trace level
+//!   (segment in with its 4-tuple and flags, state change, mask raised and
+//!   wake, dirty, egress, timer, accept, harvest). With no subscriber, or
+//!   trace disabled, each costs one cached level check.
+//!
+//! ## What it does not do (yet)
+//!
+//! - Blocking sockets: every socket behaves as non-blocking (`EAGAIN`,
+//!   `EINPROGRESS`) whatever `O_NONBLOCK` says; blocking comes with the
+//!   threaded mode.
+//! - Ethernet/TAP (`Medium::Ethernet`): [`Stack::new`] refuses other media
+//!   with `EINVAL`.
+//! - A hashed timer wheel: timers are an ordered set (O(log n), see the
+//!   `stack` module docs for why).
+//! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
+//!   are dropped); established connections without keep-alive never time
+//!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).
+//! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
+//! - The idiomatic `TcpStream`/`TcpListener` layer.
+//! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
+//!   as the epoll's counters on each harvest event, not as events of their
+//!   own (eventpoll has no tracing).
+//!
+//! ## Invariants
+//!
+//! - A connection is in the demux map iff it is not `Closed` (and, once its
+//!   descriptor is closed, not in TIME-WAIT).
+//! - A connection has at most one timer entry, equal to its `timer` field.
+//! - A socket's stored readiness is updated before its queue is woken.
+//! - Nothing a peer sends or a caller passes panics: malformed packets are
+//!   handed to smoltcp or dropped, bad arguments are errno.
+#![forbid(unsafe_code)]
+
+mod socket;
+mod stack;
+
+pub use socket::{File, Socket};
+pub use stack::{
+    AF_INET, CONNECT_TIMEOUT, DEFAULT_BUFFER, EPHEMERAL_FIRST, EPHEMERAL_LAST, F_GETFD, F_GETFL,
+    F_SETFL, FD_CLOEXEC, FourTuple, IPPROTO_TCP, KEEPALIVE_IDLE, KEEPALIVE_PROBING, MAX_BUFFER,
+    MIN_BUFFER, ORPHAN_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE, SO_RCVBUF,
+    SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, Stack,
+    StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
+};

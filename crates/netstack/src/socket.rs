@@ -1,0 +1,252 @@
+//! The socket as a file description: what epoll watches.
+//!
+//! A [`Socket`] is the object behind a socket file descriptor. It owns the
+//! socket's [`WaitQueue`] and a cached readiness mask, and implements
+//! [`Pollable`]. It holds no TCP state: the [`Stack`](crate::Stack) owns the
+//! connection and, after every step that touches it (a segment in, an egress
+//! pass, a timer, a user call), recomputes the readiness by Linux's
+//! `tcp_poll` rules ([`tcp_poll`]), stores it here and *then* wakes the queue
+//! with the events of the table in DESIGN.md. So `poll()` always reports the
+//! readiness of the last stack step, and any number of epolls can watch one
+//! socket.
+//!
+//! Closing: the stack keeps only a weak handle. When the last descriptor
+//! (and every other strong handle) of a socket is gone, `Drop` posts the
+//! socket's id to the stack's reaper list, and the stack closes the
+//! connection at its next step (graceful FIN, or RST if unread data was
+//! left, as Linux does). The wait queue drops with the socket, which removes
+//! its epitems: Linux's file-description rule for epoll.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use eventpoll::{BasicFile, EventPoll, Events, FileDescription, Pollable, WaitQueue};
+
+/// Identity of a socket in its stack: slot index and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SockId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+/// Ids of sockets whose last handle dropped, for the stack to close.
+pub(crate) type Reaper = Arc<std::sync::Mutex<Vec<SockId>>>;
+
+/// A socket file description (an `AF_INET`, `SOCK_STREAM` socket).
+pub struct Socket {
+    id: SockId,
+    wait_queue: WaitQueue,
+    readiness: AtomicU32,
+    nonblocking: AtomicBool,
+    reaper: Reaper,
+}
+
+impl Socket {
+    pub(crate) fn new(id: SockId, nonblocking: bool, readiness: Events, reaper: Reaper) -> Socket {
+        Socket {
+            id,
+            wait_queue: WaitQueue::new(),
+            readiness: AtomicU32::new(readiness.bits()),
+            nonblocking: AtomicBool::new(nonblocking),
+            reaper,
+        }
+    }
+
+    pub(crate) fn id(&self) -> SockId {
+        self.id
+    }
+
+    /// True if `O_NONBLOCK` is set on this description.
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// Stores the readiness computed by the stack (before any wake).
+    pub(crate) fn set_readiness(&self, readiness: Events) {
+        self.readiness.store(readiness.bits(), Ordering::Release);
+    }
+}
+
+impl Pollable for Socket {
+    fn poll(&self) -> Events {
+        Events::from_bits_truncate(self.readiness.load(Ordering::Acquire))
+    }
+
+    fn wait_queue(&self) -> &WaitQueue {
+        &self.wait_queue
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // A poisoned lock only means a panic elsewhere; the list is still valid.
+        let mut list = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(self.id);
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("readiness", &self.poll())
+            .finish()
+    }
+}
+
+/// An open file description in a stack's descriptor table: a socket, or one
+/// of eventpoll's own files (epoll, eventfd, pipe end).
+#[derive(Clone)]
+pub enum File {
+    /// A TCP socket.
+    Socket(Arc<Socket>),
+    /// An epoll, an eventfd or a pipe end.
+    Basic(BasicFile),
+}
+
+impl FileDescription for File {
+    fn pollable(&self) -> Option<Arc<dyn Pollable>> {
+        match self {
+            File::Socket(s) => Some(s.clone()),
+            File::Basic(b) => b.pollable(),
+        }
+    }
+
+    fn event_poll(&self) -> Option<&Arc<EventPoll>> {
+        match self {
+            File::Socket(_) => None,
+            File::Basic(b) => b.event_poll(),
+        }
+    }
+
+    fn from_event_poll(ep: Arc<EventPoll>) -> Self {
+        File::Basic(BasicFile::Epoll(ep))
+    }
+}
+
+/// What `tcp_poll` needs to know about a socket, gathered by the stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PollState {
+    /// A listening socket; `accept_ready` says whether its queue is non-empty.
+    pub(crate) listening: bool,
+    pub(crate) accept_ready: bool,
+    /// The handshake is under way (`SYN_SENT`, `SYN_RECV`).
+    pub(crate) connecting: bool,
+    /// `TCP_CLOSE`: never connected, or the connection is over.
+    pub(crate) closed: bool,
+    /// `RCV_SHUTDOWN`: FIN received, reset, or `shutdown(SHUT_RD)`.
+    pub(crate) rcv_shutdown: bool,
+    /// `SEND_SHUTDOWN`: our FIN queued, reset, or `shutdown(SHUT_WR)`.
+    pub(crate) send_shutdown: bool,
+    /// Bytes waiting to be read.
+    pub(crate) readable: bool,
+    /// Send space by `sk_stream_is_writeable`: free space at least half
+    /// of what is queued, and not zero.
+    pub(crate) writable: bool,
+    /// `sk_err` is set (a pending `SO_ERROR`).
+    pub(crate) error: bool,
+}
+
+/// Linux's `tcp_poll` (EPOLL_SPEC §1.11) over a [`PollState`].
+pub(crate) fn tcp_poll(s: &PollState) -> Events {
+    if s.listening {
+        return if s.accept_ready {
+            Events::IN | Events::RDNORM
+        } else {
+            Events::empty()
+        };
+    }
+    let mut mask = Events::empty();
+    if (s.rcv_shutdown && s.send_shutdown) || s.closed {
+        mask |= Events::HUP;
+    }
+    if s.rcv_shutdown {
+        mask |= Events::IN | Events::RDNORM | Events::RDHUP;
+    }
+    if !s.connecting {
+        if s.readable {
+            mask |= Events::IN | Events::RDNORM;
+        }
+        if s.send_shutdown || s.writable {
+            mask |= Events::OUT | Events::WRNORM;
+        }
+    }
+    if s.error {
+        mask |= Events::ERR;
+    }
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_socket_polls_out_hup() {
+        let s = PollState {
+            closed: true,
+            writable: true,
+            ..PollState::default()
+        };
+        assert_eq!(tcp_poll(&s), Events::OUT | Events::WRNORM | Events::HUP);
+    }
+
+    #[test]
+    fn listener_empty_queue_polls_nothing() {
+        let mut s = PollState {
+            listening: true,
+            ..PollState::default()
+        };
+        assert_eq!(tcp_poll(&s), Events::empty());
+        s.accept_ready = true;
+        assert_eq!(tcp_poll(&s), Events::IN | Events::RDNORM);
+    }
+
+    #[test]
+    fn connecting_socket_polls_nothing() {
+        let s = PollState {
+            connecting: true,
+            writable: true,
+            ..PollState::default()
+        };
+        assert_eq!(tcp_poll(&s), Events::empty());
+    }
+
+    #[test]
+    fn reset_socket_polls_everything() {
+        let s = PollState {
+            closed: true,
+            rcv_shutdown: true,
+            send_shutdown: true,
+            error: true,
+            ..PollState::default()
+        };
+        assert_eq!(
+            tcp_poll(&s),
+            Events::IN
+                | Events::RDNORM
+                | Events::OUT
+                | Events::WRNORM
+                | Events::ERR
+                | Events::HUP
+                | Events::RDHUP
+        );
+    }
+
+    #[test]
+    fn fin_received_polls_in_rdhup_out() {
+        let s = PollState {
+            rcv_shutdown: true,
+            writable: true,
+            ..PollState::default()
+        };
+        assert_eq!(
+            tcp_poll(&s),
+            Events::IN | Events::RDNORM | Events::RDHUP | Events::OUT | Events::WRNORM
+        );
+    }
+}

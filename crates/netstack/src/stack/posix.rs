@@ -1,0 +1,695 @@
+//! The POSIX-style calls: sockets, descriptors and epoll on a [`Stack`],
+//! with Linux errno.
+//!
+//! Every call first closes the sockets whose last descriptor went away
+//! (`Core::reap`), then works on the socket tables, and leaves the wire to
+//! the next [`Stack::poll`]: a call that queues data, opens a window or
+//! closes a connection marks the connection dirty. Every socket behaves as
+//! non-blocking in this milestone (`EAGAIN`, `EINPROGRESS`).
+
+use super::*;
+
+impl<D: Device> Stack<D> {
+    // ---- socket calls -------------------------------------------------
+
+    /// `socket(AF_INET, SOCK_STREAM [| SOCK_NONBLOCK | SOCK_CLOEXEC], 0 or
+    /// IPPROTO_TCP)`, with Linux's checks in its order: `EINVAL` for
+    /// unknown flags or a type past `SOCK_MAX`, `EAFNOSUPPORT` for another
+    /// domain, [`Errno::EPROTONOSUPPORT`] for another type (`SOCK_DGRAM`, ...) or
+    /// protocol, `EMFILE`.
+    pub fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
+        self.core.reap();
+        let kind = ty & !(SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if !(1..SOCK_MAX).contains(&kind) {
+            return Err(Errno::EINVAL);
+        }
+        if domain != AF_INET {
+            return Err(Errno::EAFNOSUPPORT);
+        }
+        if kind != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP) {
+            return Err(Errno::EPROTONOSUPPORT);
+        }
+        let opts = Opts {
+            nodelay: false,
+            keepalive: false,
+            reuseaddr: false,
+            rcvbuf: None,
+            sndbuf: None,
+        };
+        self.install(
+            Kind::Fresh,
+            opts,
+            ty & SOCK_NONBLOCK != 0,
+            ty & SOCK_CLOEXEC != 0,
+        )
+    }
+
+    /// `bind(fd, addr)`. `EBADF`, `ENOTSOCK`, `EINVAL` (already bound or
+    /// connected), `EADDRNOTAVAIL` (not our address), `EADDRINUSE`.
+    /// Port 0 picks a free ephemeral port.
+    pub fn bind(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let entry = core.entry(id)?;
+        if !matches!(entry.kind, Kind::Fresh) || entry.bound.is_some() {
+            return Err(Errno::EINVAL);
+        }
+        if !addr.ip().is_unspecified() && !core.addrs.contains(addr.ip()) {
+            return Err(Errno::EADDRNOTAVAIL);
+        }
+        let reuse = entry.opts.reuseaddr;
+        let port = if addr.port() == 0 {
+            core.free_port()?
+        } else {
+            addr.port()
+        };
+        core.reserve_port(port, reuse)?;
+        core.entry_mut(id)?.bound = Some(SocketAddrV4::new(*addr.ip(), port));
+        trace!(fd, %addr, port, "bind");
+        Ok(())
+    }
+
+    /// `listen(fd, backlog)`. `EINVAL` on a connected socket, `EADDRINUSE`
+    /// if an unbound socket's ephemeral port cannot be had or a listener
+    /// already holds the port. Like Linux, the accept queue holds
+    /// `backlog + 1` connections (half-open ones counted); SYNs past that
+    /// are dropped and counted in [`Stats::syn_dropped`].
+    pub fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let backlog = usize::try_from(backlog).unwrap_or(0).min(65535);
+        let entry = core.entry_mut(id)?;
+        match &mut entry.kind {
+            Kind::Listener(l) => {
+                l.backlog = backlog;
+                return Ok(());
+            }
+            Kind::Conn(_) => return Err(Errno::EINVAL),
+            Kind::Fresh => {}
+        }
+        let bound = match entry.bound {
+            Some(b) => b,
+            None => {
+                let port = core.free_port()?;
+                core.reserve_port(port, false)?;
+                let b = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+                core.entry_mut(id)?.bound = Some(b);
+                b
+            }
+        };
+        if core.listeners.contains_key(&bound.port()) {
+            return Err(Errno::EADDRINUSE);
+        }
+        core.ports.entry(bound.port()).or_default().listening = true;
+        core.listeners.insert(bound.port(), id);
+        core.entry_mut(id)?.kind = Kind::Listener(Listener {
+            addr: *bound.ip(),
+            port: bound.port(),
+            backlog,
+            pending: FxHashSet::default(),
+            queue: VecDeque::new(),
+        });
+        core.refresh(id);
+        trace!(fd, port = bound.port(), backlog, "listen");
+        Ok(())
+    }
+
+    /// `accept4(fd, flags)`: the new descriptor and the peer's address.
+    /// `EINVAL` (not listening, or unknown flags), `EAGAIN` (queue empty).
+    pub fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno> {
+        let lid = self.sock_id(fd)?;
+        if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let core = &mut self.core;
+        let entry = core.entry_mut(lid)?;
+        let (opts, cid) = match &mut entry.kind {
+            Kind::Listener(l) => {
+                let cid = l.queue.pop_front().ok_or(Errno::EAGAIN)?;
+                l.pending.remove(&cid);
+                (entry.opts, cid)
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        core.refresh(lid);
+        let conn = core.conn_mut(cid).ok_or(Errno::EINVAL)?;
+        conn.listener = None;
+        conn.queued = false;
+        let peer = conn.tuple.remote;
+        let mut opts = opts;
+        opts.reuseaddr = false;
+        let nfd = self.install(
+            Kind::Conn(cid),
+            opts,
+            flags & SOCK_NONBLOCK != 0,
+            flags & SOCK_CLOEXEC != 0,
+        );
+        let nfd = match nfd {
+            Ok(nfd) => nfd,
+            Err(e) => {
+                // No descriptor: the connection is closed as if accepted
+                // and closed at once.
+                if let Some(conn) = self.core.conn_mut(cid) {
+                    conn.orphan = true;
+                    conn.tcp_mut().abort();
+                }
+                self.core.mark_dirty(cid);
+                return Err(e);
+            }
+        };
+        let sid = self.sock_id(nfd)?;
+        if let Some(conn) = self.core.conn_mut(cid) {
+            conn.sock = Some(sid);
+        }
+        self.core.refresh(sid);
+        trace!(fd, new_fd = nfd, %peer, "accept");
+        Ok((nfd, peer))
+    }
+
+    /// `connect(fd, addr)`. Non-blocking for this milestone: a fresh
+    /// socket starts the handshake and returns `EINPROGRESS`; the result
+    /// comes as `OUT` (connected) or `ERR` with `SO_ERROR`. `EALREADY`
+    /// while connecting, `EISCONN` when connected or listening,
+    /// `EADDRNOTAVAIL` when no ephemeral port gives a unique 4-tuple,
+    /// `ENETUNREACH` for an unspecified address.
+    pub fn connect(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let entry = core.entry_mut(id)?;
+        match entry.kind {
+            Kind::Fresh => {}
+            Kind::Listener(_) => return Err(Errno::EISCONN),
+            Kind::Conn(cid) => {
+                if let Some(e) = entry.error.take() {
+                    core.refresh(id);
+                    return Err(e);
+                }
+                let state = core.conn(cid).map(|c| c.tcp().state());
+                return Err(match state {
+                    Some(State::SynSent) => Errno::EALREADY,
+                    Some(State::Closed) if entry_never_connected(core, cid) => Errno::ECONNABORTED,
+                    _ => Errno::EISCONN,
+                });
+            }
+        }
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(Errno::ENETUNREACH);
+        }
+        let opts = entry.opts;
+        let local = match entry.bound {
+            Some(b) => {
+                let tuple = FourTuple {
+                    local: SocketAddrV4::new(
+                        if b.ip().is_unspecified() {
+                            core.addr
+                        } else {
+                            *b.ip()
+                        },
+                        b.port(),
+                    ),
+                    remote: addr,
+                };
+                if core.demux.contains_key(&tuple) || core.time_wait.contains_key(&tuple) {
+                    return Err(Errno::EADDRNOTAVAIL);
+                }
+                tuple.local
+            }
+            None => core.ephemeral(addr)?,
+        };
+        let tuple = FourTuple {
+            local,
+            remote: addr,
+        };
+        let cid = core.new_conn(tuple, &opts);
+        let conn = core.conn_mut(cid).ok_or(Errno::ENOMEM)?;
+        let result = conn.set.get_mut::<tcp::Socket>(conn.handle).connect(
+            self.iface.context(),
+            endpoint(addr),
+            IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*local.ip())),
+                port: local.port(),
+            },
+        );
+        if result.is_err() {
+            core.free_conn(cid);
+            return Err(Errno::EINVAL);
+        }
+        // smoltcp's timeout counts time since the peer was last heard: on
+        // while connecting only (lifted once established), so an idle
+        // established connection never times out by itself.
+        conn.set
+            .get_mut::<tcp::Socket>(conn.handle)
+            .set_timeout(Some(CONNECT_TIMEOUT));
+        conn_set_owner(core, cid, id);
+        core.demux.insert(tuple, cid);
+        if let Some(conn) = core.conn_mut(cid) {
+            conn.in_demux = true;
+            conn.last = conn.snap();
+        }
+        core.entry_mut(id)?.kind = Kind::Conn(cid);
+        core.mark_dirty(cid);
+        core.refresh(id);
+        trace!(fd, conn = cid, %local, remote = %addr, "connect: SYN queued");
+        Err(Errno::EINPROGRESS)
+    }
+
+    /// `recv(fd, buf, 0)`: bytes read, 0 at end of stream. `ENOTCONN` (not
+    /// connected), `EAGAIN` (nothing yet), a pending `SO_ERROR`
+    /// (`ECONNRESET`, ...), which it clears.
+    pub fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let entry = core.entry_mut(id)?;
+        let cid = match entry.kind {
+            Kind::Conn(cid) => cid,
+            _ => return Err(Errno::ENOTCONN),
+        };
+        let shut_rd = entry.shut_rd;
+        let pending_error = entry.error;
+        let conn = core.conn_mut(cid).ok_or(Errno::ENOTCONN)?;
+        let sock = conn.tcp_mut();
+        if sock.recv_queue() > 0 && !buf.is_empty() {
+            let n = sock.recv_slice(buf).unwrap_or(0);
+            core.settle_user(cid);
+            trace!(fd, bytes = n, "recv");
+            return Ok(n);
+        }
+        if let Some(e) = pending_error {
+            if let Ok(entry) = core.entry_mut(id) {
+                entry.error = None;
+            }
+            core.refresh(id);
+            return Err(e);
+        }
+        let state = sock.state();
+        if buf.is_empty() || shut_rd || fin_received(state) || state == State::Closed {
+            return Ok(0);
+        }
+        Err(Errno::EAGAIN)
+    }
+
+    /// `send(fd, buf, 0)`: bytes queued. `EPIPE` after `shutdown(SHUT_WR)`
+    /// or on a socket that never connected, `EAGAIN` while connecting or
+    /// with the send buffer full, a pending `SO_ERROR` (cleared).
+    pub fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let entry = core.entry_mut(id)?;
+        if let Some(e) = entry.error.take() {
+            core.refresh(id);
+            return Err(e);
+        }
+        let cid = match entry.kind {
+            Kind::Conn(cid) => cid,
+            Kind::Fresh => return Err(Errno::EPIPE),
+            Kind::Listener(_) => return Err(Errno::ENOTCONN),
+        };
+        if entry.shut_wr {
+            return Err(Errno::EPIPE);
+        }
+        let conn = core.conn_mut(cid).ok_or(Errno::EPIPE)?;
+        let sock = conn.tcp_mut();
+        match sock.state() {
+            State::SynSent | State::SynReceived => return Err(Errno::EAGAIN),
+            State::Established | State::CloseWait => {}
+            _ => return Err(Errno::EPIPE),
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = sock.send_slice(buf).map_err(|_| Errno::EPIPE)?;
+        if n == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        core.settle_user(cid);
+        trace!(fd, bytes = n, "send");
+        Ok(n)
+    }
+
+    /// `read(fd, buf)`: [`recv`](Stack::recv) on a socket; eventfds and
+    /// pipe readers as eventpoll defines them.
+    pub fn read(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        match self.files.get(fd)? {
+            File::Socket(_) => self.recv(fd, buf),
+            File::Basic(BasicFile::EventFd(efd)) => efd.read_bytes(buf),
+            File::Basic(BasicFile::PipeReader(r)) => r.read(buf),
+            File::Basic(BasicFile::PipeWriter(_)) => Err(Errno::EBADF),
+            File::Basic(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `write(fd, buf)`: [`send`](Stack::send) on a socket; eventfds and
+    /// pipe writers as eventpoll defines them.
+    pub fn write(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        match self.files.get(fd)? {
+            File::Socket(_) => self.send(fd, buf),
+            File::Basic(BasicFile::EventFd(efd)) => efd.write_bytes(buf),
+            File::Basic(BasicFile::PipeWriter(w)) => w.write(buf),
+            File::Basic(BasicFile::PipeReader(_)) => Err(Errno::EBADF),
+            File::Basic(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `shutdown(fd, how)`. `SHUT_WR` queues our FIN (the peer sees
+    /// `IN | RDHUP` and end of stream); `SHUT_RD` makes `recv` return 0.
+    /// `EINVAL` (bad `how`), `ENOTCONN` (not connected).
+    pub fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        if !(SHUT_RD..=SHUT_RDWR).contains(&how) {
+            return Err(Errno::EINVAL);
+        }
+        let core = &mut self.core;
+        let entry = core.entry_mut(id)?;
+        let cid = match entry.kind {
+            Kind::Conn(cid) => cid,
+            _ => return Err(Errno::ENOTCONN),
+        };
+        if how != SHUT_WR {
+            entry.shut_rd = true;
+        }
+        if how != SHUT_RD {
+            entry.shut_wr = true;
+            if let Some(conn) = core.conn_mut(cid) {
+                conn.tcp_mut().close();
+            }
+            core.mark_dirty(cid);
+        }
+        trace!(fd, how, "shutdown");
+        core.settle_user(cid);
+        Ok(())
+    }
+
+    /// `close(fd)`. When the last descriptor of a socket closes, its
+    /// connection is closed gracefully (FIN), or reset if unread data is
+    /// left, as Linux does; its epoll registrations go with it.
+    pub fn close(&mut self, fd: i32) -> Result<(), Errno> {
+        self.files.close(fd)?;
+        trace!(fd, "close");
+        self.core.reap();
+        Ok(())
+    }
+
+    /// `dup(fd)`: a new number for the same description.
+    pub fn dup(&mut self, fd: i32) -> Result<i32, Errno> {
+        self.files.dup(fd)
+    }
+
+    /// `fcntl(fd, cmd, arg)` for `F_GETFL`, `F_SETFL` (only `O_NONBLOCK`
+    /// is kept) and `F_GETFD`. `EINVAL` for other commands.
+    pub fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
+        let file = self.files.get(fd)?;
+        match cmd {
+            F_GETFD => Ok(if self.files.cloexec(fd)? {
+                FD_CLOEXEC
+            } else {
+                0
+            }),
+            F_GETFL => {
+                let nonblocking = match &file {
+                    File::Socket(s) => s.is_nonblocking(),
+                    File::Basic(BasicFile::EventFd(e)) => e.is_nonblocking(),
+                    File::Basic(BasicFile::PipeReader(r)) => r.is_nonblocking(),
+                    File::Basic(BasicFile::PipeWriter(w)) => w.is_nonblocking(),
+                    File::Basic(_) => false,
+                };
+                let access = match &file {
+                    File::Basic(BasicFile::PipeWriter(_)) => 1,
+                    File::Basic(BasicFile::PipeReader(_)) => 0,
+                    _ => 2,
+                };
+                Ok(access | if nonblocking { O_NONBLOCK } else { 0 })
+            }
+            F_SETFL => {
+                let nb = arg & O_NONBLOCK != 0;
+                match &file {
+                    File::Socket(s) => s.set_nonblocking(nb),
+                    File::Basic(BasicFile::EventFd(e)) => e.set_nonblocking(nb),
+                    File::Basic(BasicFile::PipeReader(r)) => r.set_nonblocking(nb),
+                    File::Basic(BasicFile::PipeWriter(w)) => w.set_nonblocking(nb),
+                    File::Basic(_) => {}
+                }
+                Ok(0)
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `getsockopt(fd, level, name)` for `SO_ERROR` (read and cleared),
+    /// `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF` and
+    /// `TCP_NODELAY`; [`Errno::ENOPROTOOPT`] for any other option.
+    pub fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let default = core.buffer_size;
+        let entry = core.entry_mut(id)?;
+        let size = |v: Option<usize>| i32::try_from(v.unwrap_or(default)).unwrap_or(i32::MAX);
+        let value = match (level, name) {
+            (SOL_SOCKET, SO_ERROR) => {
+                let e = entry.error.take().map_or(0, Errno::raw);
+                core.refresh(id);
+                e
+            }
+            (SOL_SOCKET, SO_REUSEADDR) => i32::from(entry.opts.reuseaddr),
+            (SOL_SOCKET, SO_KEEPALIVE) => i32::from(entry.opts.keepalive),
+            (SOL_SOCKET, SO_RCVBUF) => size(entry.opts.rcvbuf),
+            (SOL_SOCKET, SO_SNDBUF) => size(entry.opts.sndbuf),
+            (IPPROTO_TCP, TCP_NODELAY) => i32::from(entry.opts.nodelay),
+            _ => return Err(Errno::ENOPROTOOPT),
+        };
+        Ok(value)
+    }
+
+    /// `setsockopt(fd, level, name, value)` for `TCP_NODELAY`,
+    /// `SO_KEEPALIVE`, `SO_REUSEADDR`, `SO_RCVBUF` and `SO_SNDBUF` (buffer
+    /// sizes apply to connections made after the call, clamped to
+    /// [`MIN_BUFFER`]..=[`MAX_BUFFER`]); [`Errno::ENOPROTOOPT`] for any other
+    /// option.
+    pub fn setsockopt(&mut self, fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &mut self.core;
+        let entry = core.entry_mut(id)?;
+        let on = value != 0;
+        let size = usize::try_from(value)
+            .unwrap_or(0)
+            .clamp(MIN_BUFFER, MAX_BUFFER);
+        match (level, name) {
+            (SOL_SOCKET, SO_REUSEADDR) => entry.opts.reuseaddr = on,
+            (SOL_SOCKET, SO_KEEPALIVE) => entry.opts.keepalive = on,
+            (SOL_SOCKET, SO_RCVBUF) => entry.opts.rcvbuf = Some(size),
+            (SOL_SOCKET, SO_SNDBUF) => entry.opts.sndbuf = Some(size),
+            (IPPROTO_TCP, TCP_NODELAY) => entry.opts.nodelay = on,
+            _ => return Err(Errno::ENOPROTOOPT),
+        }
+        let opts = entry.opts;
+        if let Kind::Conn(cid) = entry.kind
+            && let Some(conn) = core.conn_mut(cid)
+        {
+            apply_opts(conn, &opts);
+            core.mark_dirty(cid);
+        }
+        Ok(())
+    }
+
+    /// `getsockname(fd)`: the local address (`0.0.0.0:0` when unbound).
+    pub fn getsockname(&mut self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &self.core;
+        let entry = core.entry(id)?;
+        Ok(match &entry.kind {
+            Kind::Conn(cid) => core
+                .conn(*cid)
+                .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |c| {
+                    c.tuple.local
+                }),
+            Kind::Listener(l) => SocketAddrV4::new(l.addr, l.port),
+            Kind::Fresh => entry
+                .bound
+                .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+        })
+    }
+
+    /// `getpeername(fd)`. `ENOTCONN` unless connected (or connecting).
+    pub fn getpeername(&mut self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        let id = self.sock_id(fd)?;
+        let core = &self.core;
+        match core.entry(id)?.kind {
+            Kind::Conn(cid) => match core.conn(cid) {
+                Some(c) if c.tcp().state() != State::Closed => Ok(c.tuple.remote),
+                _ => Err(Errno::ENOTCONN),
+            },
+            _ => Err(Errno::ENOTCONN),
+        }
+    }
+
+    // ---- epoll and other descriptors ------------------------------------
+
+    /// `epoll_create1(flags)`.
+    pub fn epoll_create1(&mut self, flags: i32) -> Result<i32, Errno> {
+        self.files.epoll_create1(flags)
+    }
+
+    /// `epoll_ctl(epfd, op, fd, event)` with Linux's errno order.
+    pub fn epoll_ctl(
+        &mut self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno> {
+        self.files.epoll_ctl(epfd, op, fd, event)
+    }
+
+    /// `epoll_wait(epfd, events, maxevents, timeout_ms)`. In
+    /// run-to-completion use pass a zero timeout: nothing else advances the
+    /// stack while this call blocks.
+    pub fn epoll_wait(
+        &mut self,
+        epfd: i32,
+        events: &mut [EpollEvent],
+        maxevents: i32,
+        timeout_ms: i32,
+    ) -> Result<usize, Errno> {
+        let n = self.files.epoll_wait(epfd, events, maxevents, timeout_ms)?;
+        if tracing::enabled!(tracing::Level::TRACE)
+            && let Ok(file) = self.files.get(epfd)
+            && let Some(ep) = eventpoll::FileDescription::event_poll(&file)
+        {
+            // eventpoll keeps its own counters; the totals so far show the
+            // callbacks, enqueues and dedupe hits behind this harvest.
+            let c = ep.counters();
+            trace!(
+                epfd,
+                events = n,
+                callbacks = c.callbacks,
+                enqueues = c.enqueues,
+                dedupe_hits = c.dedupe_hits,
+                stale_drops = c.stale_drops,
+                "epoll_wait harvest"
+            );
+        }
+        Ok(n)
+    }
+
+    /// `eventfd(initval, flags)`.
+    pub fn eventfd(&mut self, initval: u32, flags: i32) -> Result<i32, Errno> {
+        let flags = EfdFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+        let efd = EventFd::with_flags(u64::from(initval), flags)?;
+        self.files.insert(
+            File::Basic(BasicFile::EventFd(efd)),
+            flags.contains(EfdFlags::CLOEXEC),
+        )
+    }
+
+    /// `pipe2(flags)` with `O_NONBLOCK` and `O_CLOEXEC`: `[read, write]`.
+    pub fn pipe2(&mut self, flags: i32) -> Result<[i32; 2], Errno> {
+        if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (r, w) = eventpoll::pipe(PIPE_DEFAULT_CAPACITY);
+        let nb = flags & O_NONBLOCK != 0;
+        r.set_nonblocking(nb);
+        w.set_nonblocking(nb);
+        let cloexec = flags & O_CLOEXEC != 0;
+        let rfd = self
+            .files
+            .insert(File::Basic(BasicFile::PipeReader(r)), cloexec)?;
+        match self
+            .files
+            .insert(File::Basic(BasicFile::PipeWriter(w)), cloexec)
+        {
+            Ok(wfd) => Ok([rfd, wfd]),
+            Err(e) => {
+                self.files.close(rfd)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The readiness of `fd` now, as `poll(2)` would report it.
+    pub fn poll_fd(&self, fd: i32) -> Result<Events, Errno> {
+        eventpoll::FileDescription::pollable(&self.files.get(fd)?)
+            .map_or(Err(Errno::EPERM), |p| Ok(p.poll()))
+    }
+
+    // ---- helpers ------------------------------------------------------------
+
+    fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
+        self.core.reap();
+        match self.files.get(fd)? {
+            File::Socket(s) => Ok(s.id()),
+            File::Basic(_) => Err(Errno::ENOTSOCK),
+        }
+    }
+
+    fn install(
+        &mut self,
+        kind: Kind,
+        opts: Opts,
+        nonblocking: bool,
+        cloexec: bool,
+    ) -> Result<i32, Errno> {
+        let core = &mut self.core;
+        let index = match core.free_socks.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(core.socks.len()).map_err(|_| Errno::ENFILE)?;
+                core.socks.push(SockSlot {
+                    generation: 0,
+                    entry: None,
+                });
+                i
+            }
+        };
+        let slot = &mut core.socks[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        let id = SockId {
+            index,
+            generation: slot.generation,
+        };
+        let socket = Arc::new(Socket::new(
+            id,
+            nonblocking,
+            Events::empty(),
+            core.reaper.clone(),
+        ));
+        slot.entry = Some(SockEntry {
+            handle: Arc::downgrade(&socket),
+            kind,
+            opts,
+            bound: None,
+            error: None,
+            shut_rd: false,
+            shut_wr: false,
+        });
+        core.sock_count += 1;
+        core.refresh(id);
+        match self.files.insert(File::Socket(socket), cloexec) {
+            Ok(fd) => Ok(fd),
+            Err(e) => {
+                // The socket dropped and posted itself to the reaper; take
+                // the entry back without closing the connection it was
+                // meant for (the caller does that).
+                let core = &mut self.core;
+                if let Some(slot) = core.socks.get_mut(index as usize) {
+                    slot.entry = None;
+                }
+                core.free_socks.push(index);
+                core.sock_count -= 1;
+                let mut list = core.reaper.lock().unwrap_or_else(|e| e.into_inner());
+                list.retain(|&s| s != id);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn entry_never_connected(core: &Core, cid: ConnId) -> bool {
+    core.conn(cid)
+        .is_some_and(|c| c.last.state == State::Closed)
+}
+
+fn conn_set_owner(core: &mut Core, cid: ConnId, sock: SockId) {
+    if let Some(conn) = core.conn_mut(cid) {
+        conn.sock = Some(sock);
+    }
+}

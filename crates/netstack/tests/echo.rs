@@ -1,0 +1,210 @@
+//! Epoll echo servers (level- and edge-triggered) and many concurrent
+//! echoing connections, then the leak check.
+
+mod util;
+
+use eventpoll::{CtlOp, EpollEvent, Errno, Events};
+use netdev::LinkDevice;
+use netstack::{SOCK_NONBLOCK, Stack, TIME_WAIT};
+use smoltcp::time::Duration;
+use util::{Pair, add, ready};
+
+/// One pass of an epoll echo server: handle every ready event.
+fn serve(st: &mut Stack<LinkDevice>, ep: i32, listener: i32, et: bool) {
+    let mut buf = [0u8; 4096];
+    for (fd, ev) in ready(st, ep) {
+        if fd == listener {
+            // ET must drain the accept queue; LT may take one per event.
+            loop {
+                match st.accept4(listener, SOCK_NONBLOCK) {
+                    Ok((c, _)) => {
+                        let mode = if et { Events::ET } else { Events::empty() };
+                        add(st, ep, c, Events::IN | Events::RDHUP | mode);
+                    }
+                    Err(e) => {
+                        assert_eq!(e, Errno::EAGAIN);
+                        break;
+                    }
+                }
+                if !et {
+                    break;
+                }
+            }
+            continue;
+        }
+        assert!(ev.contains(Events::IN), "{fd}: {ev:?}");
+        loop {
+            match st.recv(fd, &mut buf) {
+                Ok(0) => {
+                    st.close(fd).unwrap();
+                    break;
+                }
+                Ok(n) => assert_eq!(st.send(fd, &buf[..n]), Ok(n)),
+                Err(e) => {
+                    assert_eq!(e, Errno::EAGAIN);
+                    break;
+                }
+            }
+            if !et {
+                break;
+            }
+        }
+    }
+}
+
+/// `n` clients each send one message, wait for its echo, and close;
+/// a server echoes through one epoll. Then everything is closed and the
+/// stacks must report no leftovers.
+fn echo(n: usize, et: bool, buffer: usize) {
+    let mut p = Pair::with_buffers(buffer);
+    let l = p.listen(7, 4096);
+    let sep = p.server.epoll_create1(0).unwrap();
+    let lmode = if et { Events::ET } else { Events::empty() };
+    add(&mut p.server, sep, l, Events::IN | lmode);
+    let cep = p.client.epoll_create1(0).unwrap();
+    let mut clients = std::collections::HashMap::new();
+    for i in 0..n {
+        let c = p.connect(7);
+        add(&mut p.client, cep, c, Events::OUT | Events::IN | Events::ET);
+        clients.insert(c, (format!("hello {i}"), false));
+    }
+    let mut done = 0;
+    let mut rounds = 0;
+    let mut buf = [0u8; 64];
+    while done < n {
+        rounds += 1;
+        assert!(rounds < 100_000, "echo stalled with {done}/{n} done");
+        p.server.poll(p.now);
+        serve(&mut p.server, sep, l, et);
+        p.client.poll(p.now);
+        let mut evs = vec![EpollEvent::default(); 1024];
+        let k = p.client.epoll_wait(cep, &mut evs, 1024, 0).unwrap();
+        for e in &evs[..k] {
+            let fd = e.data as i32;
+            let (msg, sent) = clients.get_mut(&fd).unwrap();
+            assert!(!e.events.contains(Events::ERR), "{fd}: {:?}", e.events);
+            if e.events.contains(Events::OUT) && !*sent {
+                assert_eq!(p.client.send(fd, msg.as_bytes()), Ok(msg.len()));
+                *sent = true;
+            }
+            if e.events.contains(Events::IN) {
+                let got = p.client.recv(fd, &mut buf).unwrap();
+                assert_eq!(&buf[..got], msg.as_bytes(), "echo of {fd}");
+                p.client.close(fd).unwrap();
+                clients.remove(&fd);
+                done += 1;
+            }
+        }
+        if k == 0 && !p.server.poll(p.now) && !p.client.poll(p.now) {
+            p.advance(Duration::from_millis(50));
+        }
+    }
+    // Let the closes finish (server sees EOF and closes), then TIME-WAIT.
+    p.run_until(Duration::from_secs(30), |p| {
+        serve(&mut p.server, sep, l, et);
+        p.server.stats().connections == 0 && p.client.stats().connections == 0
+    });
+    let tw = p.client.stats().time_wait;
+    assert_eq!(tw, n, "the active closer keeps only tuples");
+    p.run_until(TIME_WAIT + Duration::from_secs(1), |p| {
+        p.client.stats().time_wait == 0
+    });
+    p.server.close(l).unwrap();
+    p.server.close(sep).unwrap();
+    p.client.close(cep).unwrap();
+    p.settle();
+    for st in [&p.server, &p.client] {
+        let s = st.stats();
+        assert_eq!(
+            (
+                s.fds,
+                s.sockets,
+                s.connections,
+                s.demux,
+                s.timers,
+                s.time_wait
+            ),
+            (0, 0, 0, 0, 0, 0),
+            "{s:?}"
+        );
+        assert!(s.pooled <= n, "{s:?}");
+    }
+}
+
+#[test]
+fn level_triggered_epoll_echo_server() {
+    echo(50, false, netstack::DEFAULT_BUFFER);
+}
+
+#[test]
+fn edge_triggered_epoll_echo_server() {
+    echo(50, true, netstack::DEFAULT_BUFFER);
+}
+
+#[test]
+fn ten_thousand_concurrent_echoing_connections() {
+    echo(10_000, true, 4096);
+}
+
+#[test]
+fn closing_last_fd_removes_epoll_registration_dup_keeps_it() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, _s) = p.connected(l, 80);
+    let ep = p.client.epoll_create1(0).unwrap();
+    add(&mut p.client, ep, c, Events::OUT);
+    let d = p.client.dup(c).unwrap();
+    p.client.close(c).unwrap();
+    assert_eq!(
+        ready(&mut p.client, ep),
+        vec![(c, Events::OUT)],
+        "dup keeps it"
+    );
+    p.client.close(d).unwrap();
+    assert_eq!(ready(&mut p.client, ep), vec![], "last close removes it");
+    let ev = EpollEvent::new(Events::IN, 0);
+    assert_eq!(
+        p.client.epoll_ctl(ep, CtlOp::Mod.to_raw(), c, Some(&ev)),
+        Err(Errno::EBADF)
+    );
+    p.settle();
+    assert_eq!(p.client.stats().sockets, 0);
+}
+
+#[test]
+fn one_request_among_many_idle_connections_touches_one_connection() {
+    let mut p = Pair::with_buffers(4096);
+    let l = p.listen(7, 4096);
+    let mut conns = Vec::new();
+    for _ in 0..2000 {
+        conns.push(p.connect(7));
+    }
+    let mut accepted = Vec::new();
+    p.run_until(Duration::from_secs(30), |p| {
+        while let Ok((fd, _)) = p.server.accept4(l, SOCK_NONBLOCK) {
+            accepted.push(fd);
+        }
+        accepted.len() == conns.len()
+    });
+    // Let delayed ACKs and other timers of the handshakes run out.
+    for _ in 0..10 {
+        p.advance(Duration::from_secs(1));
+    }
+    let (c, s) = p.connected(l, 7);
+    p.advance(Duration::from_secs(1));
+    let before = (p.client.stats(), p.server.stats());
+    p.client.send(c, b"ping").unwrap();
+    p.settle();
+    let mut buf = [0u8; 8];
+    assert_eq!(p.server.recv(s, &mut buf), Ok(4));
+    p.server.send(s, b"pong").unwrap();
+    p.settle();
+    assert_eq!(p.client.recv(c, &mut buf), Ok(4));
+    let steps = p.client.stats().conn_steps - before.0.conn_steps + p.server.stats().conn_steps
+        - before.1.conn_steps;
+    assert!(steps > 0);
+    assert!(
+        steps <= 16,
+        "{steps} connection steps for one round trip among 2000 idle connections"
+    );
+}

@@ -1,0 +1,424 @@
+//! Two stacks over `netdev::Link`: handshake, data, close, errors.
+
+mod util;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use eventpoll::{Errno, Events};
+use netstack::{AF_INET, SHUT_WR, SO_ERROR, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use smoltcp::time::Duration;
+use util::{CLIENT, Pair, SERVER, fnv, ready, watch};
+
+#[test]
+fn handshake_raises_listener_in_and_client_out() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 16);
+    let lep = watch(&mut p.server, l, Events::IN);
+    let c = p.connect(80);
+    let cep = watch(&mut p.client, c, Events::OUT | Events::ET);
+    assert_eq!(ready(&mut p.client, cep), vec![], "connecting: no OUT");
+    assert_eq!(p.server.accept4(l, 0), Err(Errno::EAGAIN));
+    p.settle();
+    assert_eq!(ready(&mut p.server, lep), vec![(l, Events::IN)]);
+    assert_eq!(ready(&mut p.client, cep), vec![(c, Events::OUT)]);
+    let (s, peer) = p.server.accept4(l, SOCK_NONBLOCK).unwrap();
+    assert_eq!(*peer.ip(), CLIENT);
+    assert_eq!(
+        p.client.getpeername(c).unwrap(),
+        SocketAddrV4::new(SERVER, 80)
+    );
+    assert_eq!(p.client.getsockname(c).unwrap(), peer);
+    assert_eq!(
+        p.server.getsockname(s).unwrap(),
+        SocketAddrV4::new(SERVER, 80)
+    );
+    assert_eq!(p.server.getpeername(s).unwrap(), peer);
+    assert_eq!(ready(&mut p.server, lep), vec![], "queue drained");
+    assert_eq!(
+        p.server.poll_fd(s).unwrap(),
+        Events::OUT | Events::WRNORM,
+        "established, nothing to read"
+    );
+    assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
+}
+
+fn pump_bulk(p: &mut Pair, a: i32, b: i32, size: usize) {
+    // a -> client side, b -> server side: both send `size` random bytes
+    // and read everything the other sent.
+    let mut rng = SmallRng::seed_from_u64(7);
+    let out_c: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+    let out_s: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+    let (mut sent_c, mut sent_s) = (0, 0);
+    let (mut in_c, mut in_s) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut rounds = 0;
+    while in_c.len() < size || in_s.len() < size {
+        rounds += 1;
+        assert!(rounds < 200_000, "bulk transfer stalled");
+        if sent_c < size {
+            match p.client.send(a, &out_c[sent_c..]) {
+                Ok(n) => sent_c += n,
+                Err(e) => assert_eq!(e, Errno::EAGAIN),
+            }
+        }
+        if sent_s < size {
+            match p.server.send(b, &out_s[sent_s..]) {
+                Ok(n) => sent_s += n,
+                Err(e) => assert_eq!(e, Errno::EAGAIN),
+            }
+        }
+        p.server.poll(p.now);
+        p.client.poll(p.now);
+        loop {
+            match p.client.recv(a, &mut buf) {
+                Ok(n) => in_c.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    assert_eq!(e, Errno::EAGAIN);
+                    break;
+                }
+            }
+        }
+        loop {
+            match p.server.recv(b, &mut buf) {
+                Ok(n) => in_s.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    assert_eq!(e, Errno::EAGAIN);
+                    break;
+                }
+            }
+        }
+        if rounds % 64 == 0 {
+            p.advance(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(in_c.len(), size);
+    assert_eq!(fnv(&in_c), fnv(&out_s), "server -> client bytes differ");
+    assert_eq!(fnv(&in_s), fnv(&out_c), "client -> server bytes differ");
+}
+
+#[test]
+fn one_megabyte_each_way_arrives_intact() {
+    let mut p = Pair::new();
+    let l = p.listen(5001, 4);
+    let (c, s) = p.connected(l, 5001);
+    pump_bulk(&mut p, c, s, 1 << 20);
+}
+
+#[test]
+fn shutdown_wr_gives_peer_in_rdhup_and_eof() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    let sep = watch(&mut p.server, s, Events::IN | Events::RDHUP | Events::ET);
+    assert_eq!(ready(&mut p.server, sep), vec![]);
+    p.client.send(c, b"last words").unwrap();
+    p.client.shutdown(c, SHUT_WR).unwrap();
+    assert_eq!(p.client.send(c, b"more"), Err(Errno::EPIPE));
+    p.settle();
+    let got = ready(&mut p.server, sep);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.contains(Events::IN | Events::RDHUP), "{:?}", got);
+    let mut buf = [0u8; 64];
+    assert_eq!(p.server.recv(s, &mut buf), Ok(10));
+    assert_eq!(&buf[..10], b"last words");
+    assert_eq!(p.server.recv(s, &mut buf), Ok(0), "EOF");
+    assert_eq!(p.server.recv(s, &mut buf), Ok(0), "EOF again");
+    // The server can still send; the client still reads.
+    p.server.send(s, b"reply").unwrap();
+    p.settle();
+    assert_eq!(p.client.recv(c, &mut buf), Ok(5));
+    // Server closes too: both see HUP eventually.
+    p.server.shutdown(s, SHUT_WR).unwrap();
+    p.settle();
+    assert!(p.server.poll_fd(s).unwrap().contains(Events::HUP));
+    assert!(
+        p.client
+            .poll_fd(c)
+            .unwrap()
+            .contains(Events::HUP | Events::RDHUP)
+    );
+}
+
+#[test]
+fn close_with_unread_data_resets_peer() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    let cep = watch(&mut p.client, c, Events::IN | Events::ET);
+    p.client.send(c, b"unread").unwrap();
+    p.settle();
+    p.server.close(s).unwrap();
+    p.settle();
+    let got = ready(&mut p.client, cep);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].1.contains(Events::ERR | Events::HUP | Events::IN),
+        "{:?}",
+        got
+    );
+    assert!(
+        p.client
+            .poll_fd(c)
+            .unwrap()
+            .contains(Events::ERR | Events::HUP | Events::IN | Events::OUT | Events::RDHUP)
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(p.client.recv(c, &mut buf), Err(Errno::ECONNRESET));
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(0),
+        "cleared"
+    );
+    assert!(!p.client.poll_fd(c).unwrap().contains(Events::ERR));
+    assert_eq!(p.client.send(c, b"x"), Err(Errno::EPIPE));
+}
+
+#[test]
+fn connect_to_closed_port_is_refused() {
+    let mut p = Pair::new();
+    let c = p.connect(9);
+    let cep = watch(&mut p.client, c, Events::OUT);
+    p.settle();
+    let got = ready(&mut p.client, cep);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].1.contains(Events::ERR | Events::HUP | Events::OUT),
+        "{:?}",
+        got
+    );
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ECONNREFUSED.raw())
+    );
+    assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
+    assert_eq!(p.client.getpeername(c), Err(Errno::ENOTCONN));
+}
+
+#[test]
+fn full_backlog_drops_syns_and_clients_connect_after_accept() {
+    let mut p = Pair::new();
+    let backlog = 1; // Linux semantics: room for backlog + 1.
+    let l = p.listen(80, backlog);
+    let clients: Vec<i32> = (0..5).map(|_| p.connect(80)).collect();
+    p.settle();
+    let dropped = p.server.stats().syn_dropped;
+    assert_eq!(dropped, 3, "two fit, three SYNs dropped");
+    let mut accepted = Vec::new();
+    p.run_until(Duration::from_secs(30), |p| {
+        while let Ok((fd, _)) = p.server.accept4(l, SOCK_NONBLOCK) {
+            accepted.push(fd);
+        }
+        accepted.len() == clients.len()
+    });
+    for &c in &clients {
+        assert!(p.client.poll_fd(c).unwrap().contains(Events::OUT));
+        assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
+    }
+}
+
+#[test]
+fn misuse_gives_linux_errno() {
+    let mut p = Pair::new();
+    let st = &mut p.server;
+    let mut buf = [0u8; 4];
+    assert_eq!(st.recv(42, &mut buf), Err(Errno::EBADF));
+    assert_eq!(st.close(42), Err(Errno::EBADF));
+    assert_eq!(st.socket(10, SOCK_STREAM, 0), Err(Errno::EAFNOSUPPORT));
+    assert_eq!(st.socket(AF_INET, 2, 0), Err(Errno::EPROTONOSUPPORT));
+    assert_eq!(
+        st.socket(AF_INET, SOCK_STREAM, 17),
+        Err(Errno::EPROTONOSUPPORT)
+    );
+    assert_eq!(st.socket(AF_INET, 99, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        st.socket(AF_INET, SOCK_STREAM | 1 << 20, 0),
+        Err(Errno::EINVAL)
+    );
+    let fd = st.socket(AF_INET, SOCK_STREAM, 0).unwrap();
+    assert_eq!(st.recv(fd, &mut buf), Err(Errno::ENOTCONN));
+    assert_eq!(st.send(fd, b"x"), Err(Errno::EPIPE));
+    assert_eq!(st.shutdown(fd, SHUT_WR), Err(Errno::ENOTCONN));
+    assert_eq!(st.shutdown(fd, 7), Err(Errno::EINVAL));
+    assert_eq!(st.getpeername(fd), Err(Errno::ENOTCONN));
+    assert_eq!(
+        st.bind(fd, SocketAddrV4::new(Ipv4Addr::new(198, 19, 9, 9), 80)),
+        Err(Errno::EADDRNOTAVAIL)
+    );
+    st.bind(fd, SocketAddrV4::new(SERVER, 80)).unwrap();
+    assert_eq!(
+        st.bind(fd, SocketAddrV4::new(SERVER, 81)),
+        Err(Errno::EINVAL),
+        "already bound"
+    );
+    let other = st.socket(AF_INET, SOCK_STREAM, 0).unwrap();
+    assert_eq!(
+        st.bind(other, SocketAddrV4::new(SERVER, 80)),
+        Err(Errno::EADDRINUSE)
+    );
+    st.listen(fd, 8).unwrap();
+    assert_eq!(st.accept4(fd, 0), Err(Errno::EAGAIN));
+    assert_eq!(st.accept4(other, 0), Err(Errno::EINVAL), "not listening");
+    assert_eq!(st.accept4(fd, 0x1234), Err(Errno::EINVAL), "bad flags");
+    assert_eq!(st.recv(fd, &mut buf), Err(Errno::ENOTCONN));
+    assert_eq!(
+        st.connect(fd, SocketAddrV4::new(CLIENT, 80)),
+        Err(Errno::EISCONN)
+    );
+    let ep = st.epoll_create1(0).unwrap();
+    assert_eq!(
+        st.bind(ep, SocketAddrV4::new(SERVER, 1)),
+        Err(Errno::ENOTSOCK)
+    );
+    assert_eq!(st.getsockopt(fd, SOL_SOCKET, 999), Err(Errno::ENOPROTOOPT));
+    st.close(other).unwrap();
+    assert_eq!(st.recv(other, &mut buf), Err(Errno::EBADF));
+
+    // Connected-socket misuse.
+    let l = p.listen(90, 4);
+    let (c, _s) = p.connected(l, 90);
+    assert_eq!(
+        p.client.connect(c, SocketAddrV4::new(SERVER, 90)),
+        Err(Errno::EISCONN)
+    );
+    assert_eq!(p.client.listen(c, 1), Err(Errno::EINVAL));
+    assert_eq!(p.client.recv(c, &mut buf), Err(Errno::EAGAIN));
+    p.client.shutdown(c, SHUT_WR).unwrap();
+    assert_eq!(p.client.send(c, b"x"), Err(Errno::EPIPE));
+    let c2 = p.connect(90);
+    assert_eq!(
+        p.client.connect(c2, SocketAddrV4::new(SERVER, 90)),
+        Err(Errno::EALREADY)
+    );
+    assert_eq!(
+        p.client.send(c2, b"x"),
+        Err(Errno::EAGAIN),
+        "still connecting"
+    );
+}
+
+#[test]
+fn connect_to_silent_peer_times_out() {
+    let mut p = Pair::new();
+    let c = p.connect(80);
+    let cep = watch(&mut p.client, c, Events::OUT);
+    // The server stack is never polled: nobody answers the SYNs.
+    let end = p.now + netstack::CONNECT_TIMEOUT + Duration::from_secs(5);
+    while p.now < end && ready(&mut p.client, cep).is_empty() {
+        p.client.poll(p.now);
+        p.now += p
+            .client
+            .poll_delay(p.now)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
+    }
+    assert!(
+        p.client
+            .poll_fd(c)
+            .unwrap()
+            .contains(Events::ERR | Events::HUP)
+    );
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ETIMEDOUT.raw())
+    );
+}
+
+#[test]
+fn two_epolls_watching_one_socket_both_see_data() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    let e1 = watch(&mut p.server, s, Events::IN | Events::ET);
+    let e2 = watch(&mut p.server, s, Events::IN);
+    p.client.send(c, b"x").unwrap();
+    p.settle();
+    assert_eq!(ready(&mut p.server, e1), vec![(s, Events::IN)]);
+    assert_eq!(ready(&mut p.server, e2), vec![(s, Events::IN)]);
+    assert_eq!(ready(&mut p.server, e1), vec![], "ET: reported once");
+    assert_eq!(ready(&mut p.server, e2), vec![(s, Events::IN)], "LT: again");
+}
+
+#[test]
+fn closing_listener_resets_queued_connections() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let c = p.connect(80);
+    p.settle();
+    assert!(
+        p.client.poll_fd(c).unwrap().contains(Events::OUT),
+        "connected"
+    );
+    p.server.close(l).unwrap();
+    p.settle();
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ECONNRESET.raw())
+    );
+    let s = p.server.stats();
+    assert_eq!((s.sockets, s.connections, s.demux), (0, 0, 0), "{s:?}");
+}
+
+#[test]
+fn shutdown_rd_makes_recv_return_eof_and_polls_rdhup() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, _s) = p.connected(l, 80);
+    p.client.shutdown(c, netstack::SHUT_RD).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(p.client.recv(c, &mut buf), Ok(0));
+    let r = p.client.poll_fd(c).unwrap();
+    assert!(
+        r.contains(Events::IN | Events::RDHUP | Events::OUT),
+        "{r:?}"
+    );
+    assert!(!r.contains(Events::HUP), "{r:?}");
+    p.client.shutdown(c, SHUT_WR).unwrap();
+    assert!(p.client.poll_fd(c).unwrap().contains(Events::HUP));
+}
+
+#[test]
+fn keepalive_on_a_silent_peer_gives_etimedout() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, _s) = p.connected(l, 80);
+    p.client
+        .setsockopt(c, SOL_SOCKET, netstack::SO_KEEPALIVE, 1)
+        .unwrap();
+    let b = p.now;
+    // Without keep-alive nothing would ever time out: the client has no
+    // data in flight. The server stack is never polled again.
+    let end = b + netstack::KEEPALIVE_IDLE + netstack::KEEPALIVE_PROBING + Duration::from_secs(600);
+    while p.now < end && !p.client.poll_fd(c).unwrap().contains(Events::ERR) {
+        p.client.poll(p.now);
+        p.now += p
+            .client
+            .poll_delay(p.now)
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_millis(1));
+    }
+    assert!(
+        p.now >= b + netstack::KEEPALIVE_IDLE,
+        "not before the idle time"
+    );
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ETIMEDOUT.raw())
+    );
+}
+
+#[test]
+fn idle_connection_without_keepalive_never_times_out() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    for _ in 0..100 {
+        p.now += Duration::from_secs(600);
+        p.settle();
+    }
+    assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
+    p.client.send(c, b"still here").unwrap();
+    p.settle();
+    let mut buf = [0u8; 16];
+    assert_eq!(p.server.recv(s, &mut buf), Ok(10));
+}

@@ -6,11 +6,16 @@
 //! - [`eventpoll`]: epoll in user space (wait queues, epitems in a red-black
 //!   tree, a ready list, level- and edge-triggered delivery), with `EventFd`
 //!   and pipes as event sources.
+//! - [`netdev`]: devices the stack runs on (`Link::pair`, an in-memory link).
+//! - [`netstack`]: the single-threaded TCP/IP stack on smoltcp whose TCP
+//!   events drive eventpoll, with POSIX-style sockets.
 //!
 //! The map of the whole project is in `README.md` and in `DESIGN.md`.
 #![forbid(unsafe_code)]
 
 pub use eventpoll;
+pub use netdev;
+pub use netstack;
 
 /// The README's code blocks, compiled and run as doc tests so it stays true.
 #[cfg(doctest)]

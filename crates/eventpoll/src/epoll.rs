@@ -242,22 +242,34 @@ impl ReadyShared {
             || (mask & !Events::PRIVATE).is_empty()
             || (!key.is_empty() && (key & mask).is_empty())
         {
+            drop(ready);
+            tracing::trace!(
+                epoll = self.poll_wait.id(),
+                fd = item.key.fd,
+                ?key,
+                ?mask,
+                "callback: filtered"
+            );
             return !exclusive;
         }
-        if ready.scanning {
+        let outcome = if ready.scanning {
             if item.ovf_link.is_linked() {
                 ready.counters.dedupe_hits += 1;
+                "dedupe (overflow list)"
             } else {
                 ready.ovflist.push_front(item.clone());
                 ready.counters.enqueues += 1;
+                "enqueue (overflow list, harvest running)"
             }
         } else if item.ready_link.is_linked() {
             ready.counters.dedupe_hits += 1;
+            "dedupe"
         } else {
             ready.rdllist.push_back(item.clone());
             ready.counters.enqueues += 1;
             self.maybe_ready.store(true, Ordering::Release);
-        }
+            "enqueue"
+        };
         // Every callback wakes one waiter, even a merged one (Linux does too).
         let has_waiters = ready.take_sleeper();
         // An EXCLUSIVE item consumes the wake-up only if a waiter was there
@@ -277,6 +289,13 @@ impl ReadyShared {
             }
         };
         drop(ready);
+        tracing::trace!(
+            epoll = self.poll_wait.id(),
+            fd = item.key.fd,
+            ?key,
+            wake = has_waiters,
+            "callback: {outcome}"
+        );
         if has_waiters {
             // Notified once the source's wait-queue lock is released.
             deferred.push(&item.ep);
@@ -315,6 +334,12 @@ impl ReadyShared {
         self.maybe_ready.store(true, Ordering::Release);
         let wake = ready.take_sleeper();
         drop(ready);
+        tracing::trace!(
+            epoll = self.poll_wait.id(),
+            fd = item.key.fd,
+            wake,
+            "ctl found it ready: enqueue"
+        );
         if wake {
             self.waiters_cv.notify_one();
         }
@@ -791,6 +816,7 @@ impl EventPoll {
                     // meanwhile (a wake-up racing the timeout is not lost).
                     if ready.wake_tokens > 0 {
                         ready.wake_tokens -= 1;
+                        tracing::trace!(epoll = self.shared.poll_wait.id(), "waiter woken");
                         break;
                     }
                     if timed_out {
@@ -840,6 +866,12 @@ impl EventPoll {
             }
         }
         self.done_scan(txlist, delivered_lt, stale);
+        tracing::trace!(
+            epoll = self.shared.poll_wait.id(),
+            events = n,
+            stale,
+            "harvest"
+        );
         n
     }
 
@@ -878,6 +910,10 @@ impl EventPoll {
         self.shared.update_hint(&ready);
         drop(ready);
         if wake_next {
+            tracing::trace!(
+                epoll = self.shared.poll_wait.id(),
+                "items left after the harvest: chain wake"
+            );
             self.shared.waiters_cv.notify_one();
         }
     }

@@ -153,6 +153,20 @@ impl<F: FileDescription> FdTable<F> {
         }
     }
 
+    /// Sets or clears close-on-exec on `fd` (`fcntl(F_SETFD)`). `EBADF` if
+    /// it is not open.
+    pub fn set_cloexec(&self, fd: i32, cloexec: bool) -> Result<(), Errno> {
+        let mut table = self.table.lock();
+        let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+        match table.slots.get_mut(index) {
+            Some(Some(slot)) => {
+                slot.cloexec = cloexec;
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+
     /// Closes `fd`. `EBADF` if it is not open. The description is dropped
     /// (outside the table's lock) if this was its last handle.
     pub fn close(&self, fd: i32) -> Result<(), Errno> {
@@ -421,6 +435,11 @@ mod tests {
         assert_eq!(fds.cloexec(ep), Ok(true));
         let dup = fds.dup(ep).unwrap();
         assert_eq!(fds.cloexec(dup), Ok(false));
+        fds.set_cloexec(dup, true).unwrap();
+        fds.set_cloexec(ep, false).unwrap();
+        assert_eq!((fds.cloexec(ep), fds.cloexec(dup)), (Ok(false), Ok(true)));
+        fds.close(dup).unwrap();
+        assert_eq!(fds.set_cloexec(dup, true), Err(Errno::EBADF));
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub const SHUT_WR: i32 = 1;
 pub const SHUT_RDWR: i32 = 2;
 /// `F_GETFD`.
 pub const F_GETFD: i32 = 1;
+/// `F_SETFD`.
+pub const F_SETFD: i32 = 2;
 /// `F_GETFL`.
 pub const F_GETFL: i32 = 3;
 /// `F_SETFL`.

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use eventpoll::{Errno, Events, O_NONBLOCK};
 use netdev::Link;
 use netstack::{
-    AF_INET, F_GETFL, F_SETFL, IPPROTO_TCP, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
-    SOCK_STREAM, SOL_SOCKET, Stack, StackConfig, TCP_NODELAY,
+    AF_INET, F_GETFD, F_GETFL, F_SETFD, F_SETFL, FD_CLOEXEC, IPPROTO_TCP, SO_KEEPALIVE, SO_RCVBUF,
+    SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, Stack, StackConfig,
+    TCP_NODELAY,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use smoltcp::phy::{Device, TxToken};
@@ -56,6 +57,19 @@ fn fcntl_sets_and_reports_nonblocking() {
     assert_eq!(st.fcntl(fd, F_GETFL, 0).unwrap() & O_NONBLOCK, 0);
     assert_eq!(st.fcntl(fd, 12345, 0), Err(Errno::EINVAL));
     assert_eq!(st.fcntl(99, F_GETFL, 0), Err(Errno::EBADF));
+}
+
+#[test]
+fn fcntl_sets_and_reports_close_on_exec() {
+    let mut p = Pair::new();
+    let st = &mut p.server;
+    let fd = st.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0).unwrap();
+    assert_eq!(st.fcntl(fd, F_GETFD, 0), Ok(FD_CLOEXEC));
+    st.fcntl(fd, F_SETFD, 0).unwrap();
+    assert_eq!(st.fcntl(fd, F_GETFD, 0), Ok(0));
+    st.fcntl(fd, F_SETFD, FD_CLOEXEC).unwrap();
+    assert_eq!(st.fcntl(fd, F_GETFD, 0), Ok(FD_CLOEXEC));
+    assert_eq!(st.fcntl(99, F_SETFD, FD_CLOEXEC), Err(Errno::EBADF));
 }
 
 #[test]

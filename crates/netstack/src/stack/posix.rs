@@ -395,7 +395,8 @@ impl<D: Device> Stack<D> {
     }
 
     /// `fcntl(fd, cmd, arg)` for `F_GETFL`, `F_SETFL` (only `O_NONBLOCK`
-    /// is kept) and `F_GETFD`. `EINVAL` for other commands.
+    /// is kept), `F_GETFD` and `F_SETFD` (`FD_CLOEXEC`). `EINVAL` for other
+    /// commands.
     pub fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
         let file = self.files.get(fd)?;
         match cmd {
@@ -404,6 +405,10 @@ impl<D: Device> Stack<D> {
             } else {
                 0
             }),
+            F_SETFD => {
+                self.files.set_cloexec(fd, arg & FD_CLOEXEC != 0)?;
+                Ok(0)
+            }
             F_GETFL => {
                 let nonblocking = match &file {
                     File::Socket(s) => s.is_nonblocking(),

@@ -9,7 +9,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Runs a libc call and turns a -1 return into the thread's last OS error.
 macro_rules! syscall {
@@ -168,6 +168,140 @@ pub fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// `EPOLLOUT`: writable.
+pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+
+/// A non-blocking, close-on-exec IPv4 TCP socket with `TCP_NODELAY` set
+/// (`socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)`).
+pub fn tcp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket takes three integers and touches no memory of ours.
+    let fd = syscall!(socket(
+        libc::AF_INET,
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    Ok(fd)
+}
+
+/// `setsockopt(fd, level, name, &value, sizeof(int))`.
+pub fn set_int_option(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a live int that the kernel only reads, and its
+    // size is passed; the descriptor is borrowed, hence open.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        (&value as *const i32).cast(),
+        std::mem::size_of::<i32>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
+fn loopback(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A listening socket on 127.0.0.1 at a port the kernel picks
+/// (`SO_REUSEADDR`, `bind`, `listen(backlog)`), and that port.
+pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
+    let fd = tcp_socket()?;
+    set_int_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let addr = loopback(0);
+    // SAFETY: `addr` is a live sockaddr_in of the size passed, only read.
+    syscall!(bind(
+        fd.as_raw_fd(),
+        (&addr as *const libc::sockaddr_in).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+    ))?;
+    // SAFETY: listen takes two integers; the descriptor is open (owned).
+    syscall!(listen(fd.as_raw_fd(), backlog))?;
+    let mut bound = loopback(0);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `bound` is a writable sockaddr_in and `len` holds its size;
+    // the kernel writes at most `len` bytes and updates `len`.
+    syscall!(getsockname(
+        fd.as_raw_fd(),
+        (&mut bound as *mut libc::sockaddr_in).cast(),
+        &mut len
+    ))?;
+    Ok((fd, u16::from_be(bound.sin_port)))
+}
+
+/// A non-blocking connect to 127.0.0.1:`port`: the new socket, the
+/// connection completing (`EINPROGRESS` is success here) or complete.
+pub fn tcp_connect(port: u16) -> io::Result<OwnedFd> {
+    let fd = tcp_socket()?;
+    let addr = loopback(port);
+    // SAFETY: `addr` is a live sockaddr_in of the size passed, only read;
+    // the descriptor is open (owned).
+    match syscall!(connect(
+        fd.as_raw_fd(),
+        (&addr as *const libc::sockaddr_in).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+    )) {
+        Ok(_) => Ok(fd),
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => Ok(fd),
+        Err(err) => Err(err),
+    }
+}
+
+/// `accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)` with
+/// `TCP_NODELAY` set on the new socket (Linux does not inherit it).
+pub fn tcp_accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: null address pointers ask for no peer address; the listener
+    // is borrowed, hence open.
+    let fd = syscall!(accept4(
+        listener.as_raw_fd(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+    ))?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    Ok(fd)
+}
+
+/// `send(fd, buf, len, MSG_NOSIGNAL)`: bytes sent.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is readable for its length during the call; the
+    // descriptor is borrowed, hence open.
+    let n = syscall!(send(
+        fd.as_raw_fd(),
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL
+    ))?;
+    Ok(n as usize)
+}
+
+/// `recv(fd, buf, len, 0)`: bytes received (0 at end of stream).
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length during the call; the
+    // descriptor is borrowed, hence open.
+    let n = syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0))?;
+    Ok(n as usize)
+}
+
+/// `malloc_trim(0)`: glibc hands the free memory of its heaps back to the
+/// kernel, so that a following `VmRSS` reading counts live memory only.
+/// Returns true if any memory was released.
+pub fn malloc_trim() -> bool {
+    // SAFETY: malloc_trim takes one integer; it only touches the
+    // allocator's own free memory, under the allocator's lock.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
 /// The CPUs the calling thread may run on (`sched_getaffinity(0)`).
 pub fn thread_affinity() -> io::Result<Vec<usize>> {
     let mut set = MaybeUninit::<libc::cpu_set_t>::zeroed();
@@ -241,7 +375,6 @@ pub fn cpus_online() -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn eventfd_round_trip_through_epoll() {

@@ -17,13 +17,27 @@
 //!   the cross-thread wake-up latency (a ping-pong between two blocked
 //!   threads, same core and across cores) and the memory per watch. See
 //!   [`scenarios::epoll`].
+//! - `pingpong`: 64 B request/response on one connection; usertcp (two
+//!   `netstack::Stack`s over `netdev::Link`), the kernel over 127.0.0.1 and
+//!   stock smoltcp (one big `SocketSet`), client and server on one thread.
+//!   See [`scenarios::pingpong`] and, for the three sides,
+//!   [`scenarios::net`].
+//! - `idle`: the same with 100k idle connections open, against none. See
+//!   [`scenarios::idle`].
+//! - `rr`: 64 B request/response over 10k and 100k active connections. See
+//!   [`scenarios::rr`].
+//! - `crr`: connect, 64 B request/response, close. See [`scenarios::crr`].
+//! - `c1m`: 1,000,000 concurrent connections, then one request on each;
+//!   establish rate, request rate, RSS (`--connections N` for another
+//!   size). See [`scenarios::c1m`].
 //!
 //! ## Method
 //!
 //! Each side is calibrated to runs of about 100 ms, warmed up, then run 5
 //! times (3 with `--quick`), usertcp and kernel runs interleaved so that
 //! noise from other processes hits both alike; the median is reported (see
-//! [`measure`]). Memory is measured with a counting global allocator (see
+//! [`measure`]). `c1m` is the exception: a million connections are opened
+//! once, so its figures are single measurements. Memory is measured with a counting global allocator (see
 //! [`alloc_count`]). Nothing printed is computed from constants: every
 //! figure comes from this run.
 //!
@@ -31,13 +45,17 @@
 //!
 //! ```sh
 //! cargo run --release -p loopbench -- epoll                 # full run, ~30 s
+//! cargo run --release -p loopbench -- pingpong --quick
+//! cargo run --release -p loopbench -- c1m --connections 200000
 //! cargo run --release -p loopbench -- epoll --quick         # ~10-20 s
 //! cargo run --release -p loopbench -- epoll --json out.json # table + JSON
 //! cargo run --release -p loopbench -- all --quick --json-dir results/
 //! ```
 //!
 //! Always build in release mode: a debug build measures the debug build.
-//! The kernel side of the 1M-watch test raises `RLIMIT_NOFILE` (to the hard
+//! The kernel sides of `idle`, `rr` and `c1m` need two descriptors per
+//! connection and run with as many connections as `RLIMIT_NOFILE` allows,
+//! saying so in the row. The kernel side of the 1M-watch test raises `RLIMIT_NOFILE` (to the hard
 //! limit, or to `fs.nr_open` when the process may raise the hard limit); if
 //! it still cannot open 1M eventfds it reports the largest count it reached.
 
@@ -94,7 +112,60 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// Every scenario in turn (for now: epoll), one table each.
+    /// 64 B request/response on one connection: usertcp vs the kernel over
+    /// 127.0.0.1 vs stock smoltcp, client and server on one thread.
+    Pingpong {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// The pingpong with 100k idle connections open vs none: usertcp,
+    /// the kernel (at the descriptor limit) and stock smoltcp.
+    Idle {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// 64 B request/response over 10k and 100k active connections: usertcp
+    /// vs the kernel (at the descriptor limit) vs stock smoltcp (10k).
+    Rr {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Connect, 64 B request/response, close: connections per second,
+    /// usertcp vs the kernel over 127.0.0.1.
+    Crr {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Open 1M concurrent connections, then one 64 B request/response on
+    /// each: establish rate, request rate, RSS per connection and in total.
+    C1m {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Connections to open (default 1,000,000; 50,000 with --quick).
+        #[arg(long, value_name = "N")]
+        connections: Option<usize>,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Every scenario in turn, one table each.
     All {
         /// How long to measure.
         #[command(flatten)]
@@ -134,6 +205,34 @@ fn main() -> ExitCode {
             let report = (scenarios::epoll::run)(&opts.config());
             ok &= emit(&report, json.as_deref());
         }
+        Command::Pingpong { opts, json } => {
+            let report = (scenarios::pingpong::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Idle { opts, json } => {
+            let report = (scenarios::idle::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Rr { opts, json } => {
+            let report = (scenarios::rr::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Crr { opts, json } => {
+            let report = (scenarios::crr::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::C1m {
+            opts,
+            connections,
+            json,
+        } => {
+            let config = opts.config();
+            let report = match connections {
+                Some(n) => scenarios::c1m::run_with(&config, n),
+                None => scenarios::c1m::run(&config),
+            };
+            ok &= emit(&report, json.as_deref());
+        }
         Command::All { opts, json_dir } => {
             let config = opts.config();
             if let Some(dir) = &json_dir
@@ -142,6 +241,7 @@ fn main() -> ExitCode {
                 eprintln!("loopbench: cannot create {}: {err}", dir.display());
                 return ExitCode::FAILURE;
             }
+            let started = std::time::Instant::now();
             for scenario in scenarios::ALL {
                 let report = (scenario.run)(&config);
                 let path = json_dir
@@ -149,6 +249,10 @@ fn main() -> ExitCode {
                     .map(|dir| dir.join(format!("{}.json", scenario.name)));
                 ok &= emit(&report, path.as_deref());
             }
+            eprintln!(
+                "loopbench: all scenarios took {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     if ok {
@@ -201,5 +305,19 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
+        for name in ["pingpong", "idle", "rr", "crr", "c1m"] {
+            assert!(
+                Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),
+                "{name}"
+            );
+        }
+        let cli = Cli::try_parse_from(["loopbench", "c1m", "--connections", "1000"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::C1m {
+                connections: Some(1000),
+                ..
+            }
+        ));
     }
 }

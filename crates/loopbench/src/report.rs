@@ -4,14 +4,14 @@
 //! Every row has a usertcp figure and a Linux-kernel figure measured in the
 //! same run, optionally a stock-smoltcp figure (network scenarios), and an
 //! optional target with its PASS/MISS verdict. A figure that could not be
-//! measured is [`Figure::Missing`] with the reason, printed as `n/a` or
+//! measured is [`Figure::NotAvailable`] or [`Figure::Error`] with the reason, printed as `n/a` or
 //! `error` with the reason in the notes under the table, and written as
 //! `null` in JSON.
 //!
 //! `vs_kernel` (and `vs_smoltcp`) is always "how many times better usertcp
 //! is": above 1 is better, whichever way the metric points. For a cost
-//! (nanoseconds, bytes) it is `kernel / usertcp`; for a rate it would be
-//! `usertcp / kernel`.
+//! (nanoseconds, bytes) it is `kernel / usertcp`; for a rate (requests or
+//! connections per second) it is `usertcp / kernel`.
 
 use std::fmt::Write as _;
 
@@ -32,6 +32,19 @@ pub enum Metric {
     BytesPerWatch,
     /// A ratio of two figures of the same side (lower is better).
     Ratio,
+    /// A ratio of two figures of the same side (higher is better), e.g.
+    /// the rate with idle connections over the rate without.
+    Fraction,
+    /// Request/response round trips per second (higher is better).
+    ReqPerSec,
+    /// Connections per second (higher is better).
+    ConnsPerSec,
+    /// Bytes of memory (RSS) per connection.
+    BytesPerConn,
+    /// Bytes of memory (RSS), in total.
+    Bytes,
+    /// A count of things reached (e.g. connections established).
+    Count,
 }
 
 impl Metric {
@@ -43,6 +56,12 @@ impl Metric {
             Metric::NsPerWakeup => "ns_per_wakeup",
             Metric::BytesPerWatch => "bytes_per_watch",
             Metric::Ratio => "ratio",
+            Metric::Fraction => "fraction",
+            Metric::ReqPerSec => "req_per_s",
+            Metric::ConnsPerSec => "conns_per_s",
+            Metric::BytesPerConn => "bytes_per_conn",
+            Metric::Bytes => "bytes",
+            Metric::Count => "count",
         }
     }
 
@@ -54,12 +73,21 @@ impl Metric {
             Metric::NsPerWakeup => "ns/wake",
             Metric::BytesPerWatch => "B/watch",
             Metric::Ratio => "ratio",
+            Metric::Fraction => "fraction",
+            Metric::ReqPerSec => "req/s",
+            Metric::ConnsPerSec => "conn/s",
+            Metric::BytesPerConn => "B/conn",
+            Metric::Bytes => "bytes",
+            Metric::Count => "count",
         }
     }
 
     /// True when a higher figure is better (rates); false for costs.
     pub fn higher_is_better(self) -> bool {
-        false
+        matches!(
+            self,
+            Metric::Fraction | Metric::ReqPerSec | Metric::ConnsPerSec | Metric::Count
+        )
     }
 }
 
@@ -108,6 +136,16 @@ pub enum Target {
     VsKernelAtLeast(f64),
     /// usertcp's own figure at most this value.
     UsertcpAtMost(f64),
+    /// usertcp's own figure at least this value.
+    UsertcpAtLeast(f64),
+    /// usertcp at least `kernel` times better than the kernel and at least
+    /// `smoltcp` times better than stock smoltcp.
+    VsBothAtLeast {
+        /// The least `vs_kernel`.
+        kernel: f64,
+        /// The least `vs_smoltcp`.
+        smoltcp: f64,
+    },
 }
 
 impl Target {
@@ -116,9 +154,20 @@ impl Target {
             Target::VsKernelAtLeast(1.0) => "no worse than kernel".to_owned(),
             Target::VsKernelAtLeast(x) => format!(">= {}x kernel", format_number(x)),
             Target::UsertcpAtMost(x) => match metric {
-                Metric::Ratio => format!("<= {}", format_number(x)),
+                Metric::Ratio | Metric::Fraction => format!("<= {}", format_number(x)),
                 _ => format!("<= {} {}", format_number(x), metric.unit()),
             },
+            Target::UsertcpAtLeast(x) => match metric {
+                Metric::Ratio | Metric::Fraction | Metric::Count => {
+                    format!(">= {}", format_number(x))
+                }
+                _ => format!(">= {} {}", format_number(x), metric.unit()),
+            },
+            Target::VsBothAtLeast { kernel, smoltcp } => format!(
+                ">= {}x kernel, >= {}x smoltcp",
+                format_number(kernel),
+                format_number(smoltcp)
+            ),
         }
     }
 }
@@ -162,6 +211,8 @@ pub struct Row {
     /// False when the two figures were measured on different set-ups (e.g.
     /// the kernel could not open as many descriptors): no ratio is given.
     pub comparable: bool,
+    /// Like `comparable`, for the stock-smoltcp figure.
+    pub smoltcp_comparable: bool,
     /// Remarks printed under the table (and kept in JSON).
     pub notes: Vec<String>,
 }
@@ -182,8 +233,15 @@ impl Row {
             smoltcp: None,
             target: None,
             comparable: true,
+            smoltcp_comparable: true,
             notes: Vec::new(),
         }
+    }
+
+    /// The row with a stock-smoltcp figure.
+    pub fn smoltcp(mut self, figure: Figure) -> Row {
+        self.smoltcp = Some(figure);
+        self
     }
 
     /// The row with a target.
@@ -208,6 +266,9 @@ impl Row {
 
     /// How many times better usertcp is than stock smoltcp.
     pub fn vs_smoltcp(&self) -> Option<f64> {
+        if !self.smoltcp_comparable {
+            return None;
+        }
         let smoltcp = self.smoltcp.as_ref()?.value()?;
         better_by(self.metric, self.usertcp.value()?, smoltcp)
     }
@@ -217,6 +278,11 @@ impl Row {
         let met = match self.target? {
             Target::VsKernelAtLeast(x) => self.vs_kernel().map(|r| r >= x),
             Target::UsertcpAtMost(x) => self.usertcp.value().map(|v| v <= x),
+            Target::UsertcpAtLeast(x) => self.usertcp.value().map(|v| v >= x),
+            Target::VsBothAtLeast { kernel, smoltcp } => self
+                .vs_kernel()
+                .zip(self.vs_smoltcp())
+                .map(|(k, s)| k >= kernel && s >= smoltcp),
         };
         Some(match met {
             Some(true) => Verdict::Pass,
@@ -440,8 +506,12 @@ pub fn format_number(v: f64) -> String {
         format!("{v:.0}")
     } else if abs >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if abs >= 0.01 || v == 0.0 {
         format!("{v:.2}")
+    } else {
+        // Tiny ratios (stock smoltcp with 100k idle sockets) keep two
+        // significant digits instead of printing as 0.00.
+        format!("{v:.1e}")
     }
 }
 
@@ -450,7 +520,10 @@ fn format_ratio(ratio: Option<f64>) -> String {
 }
 
 fn json_num(v: f64) -> String {
-    if v.is_finite() {
+    if v.is_finite() && v != 0.0 && v.abs() < 0.001 {
+        // Tiny ratios keep four significant digits (a valid JSON number).
+        format!("{v:.3e}")
+    } else if v.is_finite() {
         // Three decimals are plenty for nanoseconds and bytes.
         let rounded = (v * 1000.0).round() / 1000.0;
         format!("{rounded}")
@@ -583,6 +656,14 @@ mod tests {
             "{json}"
         );
         assert!(!json.contains("smoltcp"), "{json}");
+    }
+
+    #[test]
+    fn tiny_figures_keep_their_digits() {
+        assert_eq!(json_num(3.5354e-5), "3.535e-5");
+        assert_eq!(json_num(0.25), "0.25");
+        assert_eq!(format_number(7.1e-4), "7.1e-4");
+        assert_eq!(format_number(0.0), "0.00");
     }
 
     #[test]

@@ -1,14 +1,24 @@
 //! The scenarios: one module each, each measuring usertcp and the Linux
 //! kernel doing the same work in the same run and returning a
-//! [`Report`](crate::report::Report).
+//! [`crate::report::Report`].
 //!
 //! A new scenario adds a module here and an entry to [`ALL`]; `loopbench
 //! all` then runs it, and the CLI gains a subcommand for it in `main.rs`.
 
+pub mod c1m;
+pub mod crr;
 pub mod epoll;
+pub mod idle;
+pub mod net;
+pub mod pingpong;
+pub mod rr;
 
-use crate::measure::Config;
-use crate::report::Report;
+use std::io;
+use std::time::Duration;
+
+use crate::kernel;
+use crate::measure::{self, Config};
+use crate::report::{Figure, Report};
 
 /// A scenario the harness can run.
 pub struct Scenario {
@@ -20,7 +30,115 @@ pub struct Scenario {
 }
 
 /// Every scenario, in the order `loopbench all` runs them.
-pub const ALL: &[Scenario] = &[Scenario {
-    name: "epoll",
-    run: epoll::run,
-}];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "epoll",
+        run: epoll::run,
+    },
+    Scenario {
+        name: "pingpong",
+        run: pingpong::run,
+    },
+    Scenario {
+        name: "idle",
+        run: idle::run,
+    },
+    Scenario {
+        name: "rr",
+        run: rr::run,
+    },
+    Scenario {
+        name: "crr",
+        run: crr::run,
+    },
+    Scenario {
+        name: "c1m",
+        run: c1m::run,
+    },
+];
+
+/// A workload on one side, boxed so that sides of different types can be
+/// measured together.
+pub type BoxedWorkload = Box<measure::Workload<'static>>;
+
+/// Boxes a workload, keeping a set-up error as it is.
+pub fn boxed<W>(workload: io::Result<W>) -> io::Result<BoxedWorkload>
+where
+    W: FnMut(u64) -> io::Result<Duration> + 'static,
+{
+    workload.map(|w| Box::new(w) as BoxedWorkload)
+}
+
+/// Measures several sides of one workload together (interleaved, see
+/// [`measure::compare`]); a side that failed to set up is reported with its
+/// error. Figures are nanoseconds per iteration divided by `per`.
+pub fn measure_sides(cfg: &Config, per: f64, sides: Vec<io::Result<BoxedWorkload>>) -> Vec<Figure> {
+    let mut ready: Vec<BoxedWorkload> = Vec::new();
+    let mut slots: Vec<Result<usize, Figure>> = Vec::new();
+    for side in sides {
+        match side {
+            Ok(workload) => {
+                slots.push(Ok(ready.len()));
+                ready.push(workload);
+            }
+            Err(err) => slots.push(Err(Figure::Error(format!("set-up: {err}")))),
+        }
+    }
+    let mut refs: Vec<&mut measure::Workload<'static>> =
+        ready.iter_mut().map(|w| &mut **w).collect();
+    let results = measure::compare(cfg, &mut refs);
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(index) => match &results[index] {
+                Ok(sample) => Figure::Value(sample.per(per).median_ns),
+                Err(err) => Figure::Error(err.to_string()),
+            },
+            Err(figure) => figure,
+        })
+        .collect()
+}
+
+/// Raises `RLIMIT_NOFILE` so that `want` descriptors can be open: the soft
+/// limit to the hard limit, and, when the process may (`CAP_SYS_RESOURCE`),
+/// both up to `want` capped at `fs.nr_open`. Returns what it did.
+pub fn raise_nofile_limit(want: u64) -> String {
+    let (soft, hard) = match kernel::nofile_limit() {
+        Ok(limits) => limits,
+        Err(err) => return format!("getrlimit failed: {err}"),
+    };
+    if soft >= want {
+        return format!("{soft} already (soft), {hard} (hard)");
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let mut hard_note = String::new();
+    if let Some(cap) = nr_open {
+        let goal = want.min(cap);
+        if goal > hard {
+            match kernel::set_nofile_limit(goal, goal) {
+                Ok(()) => {
+                    return format!(
+                        "raised from {soft}/{hard} (soft/hard) to {goal} (fs.nr_open is {cap})"
+                    );
+                }
+                Err(err) => {
+                    hard_note = format!("; raising the hard limit to {goal} failed: {err}");
+                }
+            }
+        }
+    }
+    match kernel::set_nofile_limit(hard, hard) {
+        Ok(()) => format!("soft limit raised from {soft} to the hard limit {hard}{hard_note}"),
+        Err(err) => format!("could not raise the soft limit {soft} to {hard}: {err}{hard_note}"),
+    }
+}
+
+pub fn count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}

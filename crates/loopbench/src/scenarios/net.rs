@@ -1,0 +1,912 @@
+//! The three sides of every network scenario, each a client and a server
+//! on one thread so that both get the same CPU:
+//!
+//! - [`UserPair`]: two usertcp [`Stack`]s joined by a [`Link::pair`], the
+//!   server and the client each with its own usertcp epoll, driven
+//!   run-to-completion (`poll` both stacks, then `epoll_wait(0)` on each).
+//! - [`KernelPair`]: non-blocking sockets over 127.0.0.1, the server and
+//!   the client each with its own kernel epoll (`epoll_wait(0)`).
+//! - [`SmolPair`]: two stock smoltcp `Interface`s over the same kind of
+//!   link, one big `SocketSet` each, polled with `iface.poll`.
+//!
+//! The server is the same everywhere: an echo server (accept everything;
+//! echo what arrives; close on end of stream). The clients run closed
+//! loops of 64-byte requests ([`MSG`]): [`UserPair::rr`] and friends keep
+//! one request in flight on each of a set of connections until a given
+//! number of responses came back; [`UserPair::crr`] connects, sends one
+//! request, reads the response and closes, with a fixed number of such
+//! connections in flight.
+//!
+//! Clock: the stacks get `smoltcp::time::Instant`s made from one monotonic
+//! [`std::time::Instant`] ([`now`]), read once per loop iteration.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use eventpoll::{CtlOp, EpollEvent, Errno, Events};
+use netdev::{Link, LinkDevice};
+use netstack::{AF_INET, IPPROTO_TCP, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig, TCP_NODELAY};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use crate::kernel;
+use crate::report::Figure;
+
+/// The server's address (198.18.0.0/15, the benchmark range).
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The client's (first) address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The prefix both stacks are on.
+const PREFIX: u8 = 15;
+/// The server's port.
+pub const PORT: u16 = 7;
+/// The size of a request and of its response.
+pub const MSG: usize = 64;
+/// The MTU of the in-memory links.
+pub const MTU: usize = 1500;
+/// Packets each direction of a link can hold (back-pressure past it):
+/// netdev's maximum. With 100k requests in flight, a ring of 8192 packets
+/// refused ~680k transmits per round of 100k requests in a trial run, and
+/// every refusal costs the stack another egress pass over the connection
+/// (15 connection steps per request instead of 9); the loopback device of
+/// the kernel side has no such limit. Both rings of a pair take about
+/// 200 MB.
+const LINK_CAPACITY: usize = netdev::MAX_CAPACITY;
+/// The listen backlog, and the most connections opened at once.
+pub const BATCH: usize = 4096;
+/// The epoll data of a listener (descriptors are small integers).
+const LISTENER: u64 = u64::MAX;
+/// Loop iterations without progress before a workload gives up.
+const STALL: u64 = 50_000_000;
+
+/// The benchmark clock: microseconds since the first call, monotonic.
+pub fn now() -> smoltcp::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = ORIGIN.get_or_init(std::time::Instant::now);
+    smoltcp::time::Instant::from_micros(origin.elapsed().as_micros() as i64)
+}
+
+fn errno(err: Errno) -> io::Error {
+    err.into()
+}
+
+fn stalled(what: &str) -> io::Error {
+    io::Error::other(format!("{what}: no progress (stalled)"))
+}
+
+/// The resident set size of this process (`VmRSS` in `/proc/self/status`),
+/// in bytes.
+pub fn rss_bytes() -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("VmRSS:")?;
+            let kb: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+        .ok_or_else(|| io::Error::other("no VmRSS in /proc/self/status"))
+}
+
+// ---------------------------------------------------------------------------
+// usertcp
+
+/// Two usertcp stacks over an in-memory link: an echo server listening on
+/// [`PORT`] and a client, each with an epoll.
+pub struct UserPair {
+    /// The client stack.
+    pub client: Stack<LinkDevice>,
+    /// The server stack.
+    pub server: Stack<LinkDevice>,
+    cep: i32,
+    sep: i32,
+    listener: i32,
+    /// Client descriptors of the connections opened by [`UserPair::open`].
+    pub conns: Vec<i32>,
+    /// Bytes of the current response received, by client descriptor.
+    got: Vec<usize>,
+    events: Vec<EpollEvent>,
+    accepted: u64,
+}
+
+impl UserPair {
+    /// A pair with `buffer`-byte socket buffers; the client has
+    /// `extra_addrs` more local addresses (198.18.1.0 and up) so that it
+    /// can open more than ~28k connections to one port.
+    pub fn new(buffer: usize, extra_addrs: usize) -> io::Result<UserPair> {
+        let (a, b) = Link::pair_with(MTU, LINK_CAPACITY);
+        let t = now();
+        let mut sc = StackConfig::new(SERVER, PREFIX);
+        sc.buffer_size = buffer;
+        sc.max_fds = usize::MAX / 2;
+        let mut cc = StackConfig::new(CLIENT, PREFIX);
+        cc.buffer_size = buffer;
+        cc.max_fds = usize::MAX / 2;
+        cc.extra_addrs = (0..extra_addrs)
+            .map(|i| {
+                let i = i as u32 + 256;
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i)
+            })
+            .collect();
+        let mut server = Stack::new(a, sc, t).map_err(errno)?;
+        let mut client = Stack::new(b, cc, t).map_err(errno)?;
+        let listener = server
+            .socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)
+            .map_err(errno)?;
+        server
+            .bind(listener, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))
+            .map_err(errno)?;
+        server.listen(listener, BATCH as i32).map_err(errno)?;
+        let sep = server.epoll_create1(0).map_err(errno)?;
+        server
+            .epoll_ctl(
+                sep,
+                CtlOp::Add.to_raw(),
+                listener,
+                Some(&EpollEvent::new(Events::IN, LISTENER)),
+            )
+            .map_err(errno)?;
+        let cep = client.epoll_create1(0).map_err(errno)?;
+        Ok(UserPair {
+            client,
+            server,
+            cep,
+            sep,
+            listener,
+            conns: Vec::new(),
+            got: Vec::new(),
+            events: vec![EpollEvent::default(); 1024],
+            accepted: 0,
+        })
+    }
+
+    /// Polls both stacks at the current time.
+    fn poll(&mut self) {
+        let t = now();
+        self.client.poll(t);
+        self.server.poll(t);
+    }
+
+    /// A non-blocking client socket with `TCP_NODELAY`, connecting to the
+    /// server, watched by the client's epoll for `events`.
+    fn connect(&mut self, events: Events) -> io::Result<i32> {
+        let c = &mut self.client;
+        let fd = c
+            .socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)
+            .map_err(errno)?;
+        c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1)
+            .map_err(errno)?;
+        match c.connect(fd, SocketAddrV4::new(SERVER, PORT)) {
+            Err(Errno::EINPROGRESS) | Ok(()) => {}
+            Err(e) => return Err(errno(e)),
+        }
+        c.epoll_ctl(
+            self.cep,
+            CtlOp::Add.to_raw(),
+            fd,
+            Some(&EpollEvent::new(events, fd as u64)),
+        )
+        .map_err(errno)?;
+        let slot = fd as usize;
+        if self.got.len() <= slot {
+            self.got.resize(slot + 1, 0);
+        }
+        self.got[slot] = 0;
+        Ok(fd)
+    }
+
+    /// One pass of the echo server: `epoll_wait(0)`, then accept every
+    /// pending connection, echo what arrived, close at end of stream.
+    /// Returns the number of events handled.
+    fn serve(&mut self) -> io::Result<usize> {
+        let s = &mut self.server;
+        let n = s
+            .epoll_wait(self.sep, &mut self.events, 1024, 0)
+            .map_err(errno)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut buf = [0u8; 2048];
+        for i in 0..n {
+            let data = self.events[i].data;
+            if data == LISTENER {
+                loop {
+                    match s.accept4(self.listener, SOCK_NONBLOCK) {
+                        Ok((fd, _)) => {
+                            self.accepted += 1;
+                            s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1)
+                                .map_err(errno)?;
+                            s.epoll_ctl(
+                                self.sep,
+                                CtlOp::Add.to_raw(),
+                                fd,
+                                Some(&EpollEvent::new(Events::IN, fd as u64)),
+                            )
+                            .map_err(errno)?;
+                        }
+                        Err(Errno::EAGAIN) => break,
+                        Err(e) => return Err(errno(e)),
+                    }
+                }
+                continue;
+            }
+            let fd = data as i32;
+            match s.recv(fd, &mut buf) {
+                Ok(0) => s.close(fd).map_err(errno)?,
+                Ok(len) => {
+                    let sent = s.send(fd, &buf[..len]).map_err(errno)?;
+                    if sent != len {
+                        return Err(io::Error::other("server: short send"));
+                    }
+                }
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Opens `n` more connections (at most [`BATCH`] in the handshake at
+    /// once), each end watched for `IN` by its side's epoll.
+    pub fn open(&mut self, n: usize) -> io::Result<()> {
+        self.conns.reserve(n);
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(BATCH);
+            for _ in 0..batch {
+                let fd = self.connect(Events::IN)?;
+                self.conns.push(fd);
+            }
+            let want = self.accepted + batch as u64;
+            let mut spins = 0u64;
+            while self.accepted < want {
+                self.poll();
+                self.serve()?;
+                spins += 1;
+                if spins > STALL {
+                    return Err(stalled("usertcp open"));
+                }
+            }
+            left -= batch;
+        }
+        // Settle: the final ACKs and window updates.
+        for _ in 0..16 {
+            self.poll();
+            self.serve()?;
+        }
+        Ok(())
+    }
+
+    /// `total` request/responses of [`MSG`] bytes over the connections
+    /// `conns[..k]` (`k = min(width, total)`), each with one request in
+    /// flight at a time.
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        let req = [0x5au8; MSG];
+        let k = width.min(self.conns.len()).min(total as usize);
+        let mut issued = 0u64;
+        for i in 0..k {
+            let fd = self.conns[i];
+            self.client.send(fd, &req).map_err(errno)?;
+            issued += 1;
+        }
+        let mut done = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut spins = 0u64;
+        while done < total {
+            self.poll();
+            self.serve()?;
+            let n = self
+                .client
+                .epoll_wait(self.cep, &mut self.events, 1024, 0)
+                .map_err(errno)?;
+            for i in 0..n {
+                let fd = self.events[i].data as i32;
+                let len = match self.client.recv(fd, &mut buf) {
+                    Ok(0) => return Err(io::Error::other("usertcp rr: server closed")),
+                    Ok(len) => len,
+                    Err(Errno::EAGAIN) => continue,
+                    Err(e) => return Err(errno(e)),
+                };
+                let got = &mut self.got[fd as usize];
+                *got += len;
+                while *got >= MSG {
+                    *got -= MSG;
+                    done += 1;
+                    spins = 0;
+                    if issued < total {
+                        self.client.send(fd, &req).map_err(errno)?;
+                        issued += 1;
+                    }
+                }
+            }
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("usertcp rr"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `total` connections, each: connect, one [`MSG`]-byte request, its
+    /// response, close; `width` of them in flight at once.
+    pub fn crr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        let req = [0x5au8; MSG];
+        let mut started = 0u64;
+        let mut done = 0u64;
+        let mut sent: Vec<bool> = Vec::new();
+        let start = |pair: &mut UserPair, sent: &mut Vec<bool>| -> io::Result<()> {
+            let fd = pair.connect(Events::IN | Events::OUT)?;
+            if sent.len() <= fd as usize {
+                sent.resize(fd as usize + 1, false);
+            }
+            sent[fd as usize] = false;
+            Ok(())
+        };
+        while started < total.min(width as u64) {
+            start(self, &mut sent)?;
+            started += 1;
+        }
+        let mut buf = [0u8; 2048];
+        let mut spins = 0u64;
+        while done < total {
+            self.poll();
+            self.serve()?;
+            let n = self
+                .client
+                .epoll_wait(self.cep, &mut self.events, 1024, 0)
+                .map_err(errno)?;
+            for i in 0..n {
+                let ev = self.events[i];
+                let fd = ev.data as i32;
+                if !sent[fd as usize] {
+                    if ev.events.intersects(Events::ERR | Events::HUP) {
+                        return Err(io::Error::other("usertcp crr: connect failed"));
+                    }
+                    if ev.events.contains(Events::OUT) {
+                        self.client.send(fd, &req).map_err(errno)?;
+                        sent[fd as usize] = true;
+                        // Only the response matters now.
+                        self.client
+                            .epoll_ctl(
+                                self.cep,
+                                CtlOp::Mod.to_raw(),
+                                fd,
+                                Some(&EpollEvent::new(Events::IN, fd as u64)),
+                            )
+                            .map_err(errno)?;
+                    }
+                    continue;
+                }
+                let len = match self.client.recv(fd, &mut buf) {
+                    Ok(0) => return Err(io::Error::other("usertcp crr: server closed early")),
+                    Ok(len) => len,
+                    Err(Errno::EAGAIN) => continue,
+                    Err(e) => return Err(errno(e)),
+                };
+                let got = &mut self.got[fd as usize];
+                *got += len;
+                if *got >= MSG {
+                    self.client.close(fd).map_err(errno)?;
+                    done += 1;
+                    spins = 0;
+                    if started < total {
+                        start(self, &mut sent)?;
+                        started += 1;
+                    }
+                }
+            }
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("usertcp crr"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A usertcp workload: `per_iter` request/responses over the pair's
+/// connections per iteration, `width` in flight.
+pub fn user_rr(
+    mut pair: UserPair,
+    width: usize,
+    per_iter: u64,
+) -> impl FnMut(u64) -> io::Result<Duration> {
+    move |iters| {
+        let start = std::time::Instant::now();
+        pair.rr(width, iters * per_iter)?;
+        Ok(start.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kernel
+
+/// Per-descriptor state of a kernel client connection.
+#[derive(Default)]
+struct KConn {
+    fd: Option<OwnedFd>,
+    got: usize,
+    sent: bool,
+}
+
+/// An echo server and a client over 127.0.0.1, on one thread, each with a
+/// kernel epoll.
+pub struct KernelPair {
+    listener: OwnedFd,
+    port: u16,
+    sep: OwnedFd,
+    cep: OwnedFd,
+    /// Server connections, by descriptor number.
+    served: Vec<Option<OwnedFd>>,
+    /// Client connections, by descriptor number.
+    clients: Vec<KConn>,
+    /// Client descriptor numbers of the connections opened by `open`.
+    pub conns: Vec<i32>,
+    events: Vec<libc::epoll_event>,
+    accepted: u64,
+}
+
+fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize_with(i + 1, T::default);
+    }
+    &mut v[i]
+}
+
+impl KernelPair {
+    /// A listener on 127.0.0.1 and two epolls.
+    pub fn new() -> io::Result<KernelPair> {
+        let (listener, port) = kernel::tcp_listener(BATCH as i32)?;
+        let sep = kernel::epoll_create1(kernel::EPOLL_CLOEXEC)?;
+        let cep = kernel::epoll_create1(kernel::EPOLL_CLOEXEC)?;
+        kernel::epoll_ctl(
+            sep.as_fd(),
+            kernel::CtlOp::Add,
+            listener.as_fd(),
+            kernel::EPOLLIN,
+            LISTENER,
+        )?;
+        Ok(KernelPair {
+            listener,
+            port,
+            sep,
+            cep,
+            served: Vec::new(),
+            clients: Vec::new(),
+            conns: Vec::new(),
+            events: vec![kernel::empty_event(); 1024],
+            accepted: 0,
+        })
+    }
+
+    fn connect(&mut self, events: u32) -> io::Result<i32> {
+        let fd = kernel::tcp_connect(self.port)?;
+        let raw = fd.as_raw_fd();
+        kernel::epoll_ctl(
+            self.cep.as_fd(),
+            kernel::CtlOp::Add,
+            fd.as_fd(),
+            events,
+            raw as u64,
+        )?;
+        *slot(&mut self.clients, raw as usize) = KConn {
+            fd: Some(fd),
+            got: 0,
+            sent: false,
+        };
+        Ok(raw)
+    }
+
+    /// One pass of the echo server (see [`UserPair`]'s).
+    fn serve(&mut self) -> io::Result<usize> {
+        let n = kernel::epoll_wait(self.sep.as_fd(), &mut self.events, 0)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut buf = [0u8; 2048];
+        for i in 0..n {
+            let data = self.events[i].u64;
+            if data == LISTENER {
+                loop {
+                    match kernel::tcp_accept(self.listener.as_fd()) {
+                        Ok(fd) => {
+                            self.accepted += 1;
+                            let raw = fd.as_raw_fd();
+                            kernel::epoll_ctl(
+                                self.sep.as_fd(),
+                                kernel::CtlOp::Add,
+                                fd.as_fd(),
+                                kernel::EPOLLIN,
+                                raw as u64,
+                            )?;
+                            *slot(&mut self.served, raw as usize) = Some(fd);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let raw = data as usize;
+            let Some(fd) = self.served.get(raw).and_then(Option::as_ref) else {
+                continue;
+            };
+            match kernel::recv(fd.as_fd(), &mut buf) {
+                Ok(0) => self.served[raw] = None,
+                Ok(len) => {
+                    if kernel::send(fd.as_fd(), &buf[..len])? != len {
+                        return Err(io::Error::other("kernel server: short send"));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Opens `n` more connections (see [`UserPair::open`]). Stops at the
+    /// first failure (e.g. `EMFILE`) and returns it.
+    pub fn open(&mut self, n: usize) -> io::Result<()> {
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(BATCH);
+            for _ in 0..batch {
+                let fd = self.connect(kernel::EPOLLIN)?;
+                self.conns.push(fd);
+            }
+            let want = self.accepted + batch as u64;
+            let mut spins = 0u64;
+            while self.accepted < want {
+                self.serve()?;
+                spins += 1;
+                if spins > STALL {
+                    return Err(stalled("kernel open"));
+                }
+            }
+            left -= batch;
+        }
+        Ok(())
+    }
+
+    fn client_fd(&self, raw: i32) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        self.clients
+            .get(raw as usize)
+            .and_then(|c| c.fd.as_ref())
+            .map(|fd| fd.as_fd())
+            .ok_or_else(|| io::Error::other("kernel: unknown client descriptor"))
+    }
+
+    /// See [`UserPair::rr`].
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        let req = [0x5au8; MSG];
+        let k = width.min(self.conns.len()).min(total as usize);
+        let mut issued = 0u64;
+        for i in 0..k {
+            kernel::send(self.client_fd(self.conns[i])?, &req)?;
+            issued += 1;
+        }
+        let mut done = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut events = vec![kernel::empty_event(); 1024];
+        let mut spins = 0u64;
+        while done < total {
+            self.serve()?;
+            let n = kernel::epoll_wait(self.cep.as_fd(), &mut events, 0)?;
+            for ev in &events[..n] {
+                let raw = ev.u64 as i32;
+                let len = match kernel::recv(self.client_fd(raw)?, &mut buf) {
+                    Ok(0) => return Err(io::Error::other("kernel rr: server closed")),
+                    Ok(len) => len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                let c = &mut self.clients[raw as usize];
+                c.got += len;
+                while c.got >= MSG {
+                    c.got -= MSG;
+                    done += 1;
+                    spins = 0;
+                    if issued < total {
+                        let fd = c.fd.as_ref().map(|f| f.as_fd());
+                        if let Some(fd) = fd {
+                            kernel::send(fd, &req)?;
+                        }
+                        issued += 1;
+                    }
+                }
+            }
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("kernel rr"));
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`UserPair::crr`].
+    pub fn crr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        let req = [0x5au8; MSG];
+        let both = kernel::EPOLLIN | kernel::EPOLLOUT;
+        let mut started = 0u64;
+        while started < total.min(width as u64) {
+            self.connect(both)?;
+            started += 1;
+        }
+        let mut done = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut events = vec![kernel::empty_event(); 1024];
+        let mut spins = 0u64;
+        while done < total {
+            self.serve()?;
+            let n = kernel::epoll_wait(self.cep.as_fd(), &mut events, 0)?;
+            for ev in &events[..n] {
+                let raw = ev.u64 as i32;
+                let flags = ev.events;
+                let c = &mut self.clients[raw as usize];
+                let Some(fd) = c.fd.as_ref() else { continue };
+                if !c.sent {
+                    if flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                        return Err(io::Error::other("kernel crr: connect failed"));
+                    }
+                    if flags & kernel::EPOLLOUT != 0 {
+                        kernel::send(fd.as_fd(), &req)?;
+                        c.sent = true;
+                        kernel::epoll_ctl(
+                            self.cep.as_fd(),
+                            kernel::CtlOp::Mod,
+                            fd.as_fd(),
+                            kernel::EPOLLIN,
+                            raw as u64,
+                        )?;
+                    }
+                    continue;
+                }
+                let len = match kernel::recv(fd.as_fd(), &mut buf) {
+                    Ok(0) => return Err(io::Error::other("kernel crr: server closed early")),
+                    Ok(len) => len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                c.got += len;
+                if c.got >= MSG {
+                    // Closing the descriptor removes it from the epoll.
+                    c.fd = None;
+                    done += 1;
+                    spins = 0;
+                    if started < total {
+                        self.connect(both)?;
+                        started += 1;
+                    }
+                }
+            }
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("kernel crr"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kernel twin of [`user_rr`].
+pub fn kernel_rr(
+    mut pair: KernelPair,
+    width: usize,
+    per_iter: u64,
+) -> impl FnMut(u64) -> io::Result<Duration> {
+    move |iters| {
+        let start = std::time::Instant::now();
+        pair.rr(width, iters * per_iter)?;
+        Ok(start.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// stock smoltcp
+
+/// Two stock smoltcp interfaces over an in-memory link, one big
+/// `SocketSet` each. Connection `i` is `(client[i], server[i])`.
+pub struct SmolPair {
+    cdev: LinkDevice,
+    sdev: LinkDevice,
+    ciface: Interface,
+    siface: Interface,
+    cset: SocketSet<'static>,
+    sset: SocketSet<'static>,
+    conns: Vec<(SocketHandle, SocketHandle)>,
+    buffer: usize,
+}
+
+fn smol_iface(dev: &mut LinkDevice, addr: Ipv4Addr, seed: u64) -> Interface {
+    let mut config = IfaceConfig::new(HardwareAddress::Ip);
+    config.random_seed = seed;
+    let mut iface = Interface::new(config, dev, now());
+    iface.update_ip_addrs(|addrs| {
+        // A fresh interface has room for an address: cannot fail.
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(addr), PREFIX));
+    });
+    iface
+}
+
+fn smol_socket(buffer: usize) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; buffer]),
+        tcp::SocketBuffer::new(vec![0; buffer]),
+    );
+    s.set_nagle_enabled(false);
+    s
+}
+
+impl SmolPair {
+    /// An empty pair with `buffer`-byte socket buffers.
+    pub fn new(buffer: usize) -> SmolPair {
+        let (mut sdev, mut cdev) = Link::pair_with(MTU, LINK_CAPACITY);
+        let siface = smol_iface(&mut sdev, SERVER, 0x5eed_0001);
+        let ciface = smol_iface(&mut cdev, CLIENT, 0x5eed_0002);
+        SmolPair {
+            cdev,
+            sdev,
+            ciface,
+            siface,
+            cset: SocketSet::new(Vec::new()),
+            sset: SocketSet::new(Vec::new()),
+            conns: Vec::new(),
+            buffer,
+        }
+    }
+
+    /// Opens `n` connections. They are established in small temporary
+    /// socket sets (stock smoltcp scans its whole set per packet, so a
+    /// handshake in the big set would make set-up quadratic) and then
+    /// moved into the big sets.
+    pub fn open(&mut self, n: usize) -> io::Result<()> {
+        const SMOL_BATCH: usize = 500;
+        const PORTS: usize = 60_000;
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(SMOL_BATCH);
+            let mut cset = SocketSet::new(Vec::with_capacity(batch));
+            let mut sset = SocketSet::new(Vec::with_capacity(batch));
+            let mut handles = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let i = self.conns.len() + handles.len();
+                let local = 1024 + (i % PORTS) as u16;
+                let port = 5000 + (i / PORTS) as u16;
+                let mut s = smol_socket(self.buffer);
+                s.listen(port)
+                    .map_err(|e| io::Error::other(format!("smoltcp listen: {e}")))?;
+                let sh = sset.add(s);
+                let mut c = smol_socket(self.buffer);
+                c.connect(self.ciface.context(), (SERVER, port), local)
+                    .map_err(|e| io::Error::other(format!("smoltcp connect: {e}")))?;
+                let ch = cset.add(c);
+                handles.push((ch, sh));
+            }
+            let mut spins = 0u64;
+            loop {
+                let t = now();
+                self.ciface.poll(t, &mut self.cdev, &mut cset);
+                self.siface.poll(t, &mut self.sdev, &mut sset);
+                let up = handles.iter().all(|&(ch, sh)| {
+                    cset.get::<tcp::Socket>(ch).state() == tcp::State::Established
+                        && sset.get::<tcp::Socket>(sh).state() == tcp::State::Established
+                });
+                if up {
+                    break;
+                }
+                spins += 1;
+                if spins > STALL {
+                    return Err(stalled("smoltcp open"));
+                }
+            }
+            for (ch, sh) in handles {
+                let c = self.cset.add(cset.remove(ch));
+                let s = self.sset.add(sset.remove(sh));
+                self.conns.push((c, s));
+            }
+            left -= batch;
+        }
+        Ok(())
+    }
+
+    /// See [`UserPair::rr`]: `total` request/responses over connections
+    /// `0..width`, one in flight on each. The server echoes from its big
+    /// set, visiting the connections that have data.
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        let req = [0x5au8; MSG];
+        let k = width.min(self.conns.len()).min(total as usize);
+        let mut got = vec![0usize; k];
+        let mut issued = 0u64;
+        for &(ch, _) in &self.conns[..k] {
+            self.cset
+                .get_mut::<tcp::Socket>(ch)
+                .send_slice(&req)
+                .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+            issued += 1;
+        }
+        let mut done = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut spins = 0u64;
+        while done < total {
+            let t = now();
+            self.ciface.poll(t, &mut self.cdev, &mut self.cset);
+            self.siface.poll(t, &mut self.sdev, &mut self.sset);
+            for (i, &(ch, sh)) in self.conns[..k].iter().enumerate() {
+                let s = self.sset.get_mut::<tcp::Socket>(sh);
+                if s.can_recv() {
+                    let len = s
+                        .recv_slice(&mut buf)
+                        .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
+                    s.send_slice(&buf[..len])
+                        .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+                }
+                let c = self.cset.get_mut::<tcp::Socket>(ch);
+                if c.can_recv() {
+                    let len = c
+                        .recv_slice(&mut buf)
+                        .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
+                    got[i] += len;
+                    while got[i] >= MSG {
+                        got[i] -= MSG;
+                        done += 1;
+                        spins = 0;
+                        if issued < total {
+                            c.send_slice(&req)
+                                .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+                            issued += 1;
+                        }
+                    }
+                }
+            }
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("smoltcp rr"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smoltcp twin of [`user_rr`].
+pub fn smol_rr(
+    mut pair: SmolPair,
+    width: usize,
+    per_iter: u64,
+) -> impl FnMut(u64) -> io::Result<Duration> {
+    move |iters| {
+        let start = std::time::Instant::now();
+        pair.rr(width, iters * per_iter)?;
+        Ok(start.elapsed())
+    }
+}
+
+/// A figure in nanoseconds per operation as operations per second.
+pub fn per_second(figure: Figure) -> Figure {
+    match figure {
+        Figure::Value(ns) if ns > 0.0 => Figure::Value(1e9 / ns),
+        Figure::Value(ns) => Figure::Error(format!("{ns} ns per operation")),
+        other => other,
+    }
+}
+
+/// The figure of a side that produced none.
+pub fn not_measured() -> Figure {
+    Figure::Error("not measured".to_owned())
+}
+
+/// A footer line describing the three sides.
+pub fn describe_sides(buffer: usize) -> String {
+    format!(
+        "usertcp: two netstack Stacks over netdev::Link::pair_with({MTU}, {LINK_CAPACITY}), \
+         {buffer} B socket buffers, client and server each with a usertcp epoll, loop of poll + \
+         epoll_wait(0); kernel: non-blocking TCP_NODELAY sockets over 127.0.0.1 with two kernel \
+         epolls, epoll_wait(0); smoltcp: two stock Interfaces over the same kind of link, one \
+         SocketSet each, iface.poll, {buffer} B buffers. Client and server share one thread on \
+         every side."
+    )
+}

@@ -876,20 +876,10 @@ impl fmt::Display for Stats {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    let value = value.trim();
-    let parsed = match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
-}
-
 #[test]
 fn eventpoll_matches_linux_epoll() {
-    let base = env_u64("EVENTPOLL_DIFF_SEED").unwrap_or(DEFAULT_SEED);
-    let sequences = env_u64("EVENTPOLL_DIFF_SEQUENCES").unwrap_or(DEFAULT_SEQUENCES);
+    let base = util::env_u64("EVENTPOLL_DIFF_SEED").unwrap_or(DEFAULT_SEED);
+    let sequences = util::env_u64("EVENTPOLL_DIFF_SEQUENCES").unwrap_or(DEFAULT_SEQUENCES);
     println!(
         "differential: EVENTPOLL_DIFF_SEED={base:#x} EVENTPOLL_DIFF_SEQUENCES={sequences} \
          ({OPS_PER_SEQUENCE} ops each)"

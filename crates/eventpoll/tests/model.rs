@@ -709,20 +709,10 @@ fn format_log(out: &mut String, run: &Run) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    let value = value.trim();
-    let parsed = match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
-}
-
 #[test]
 fn eventpoll_matches_the_ready_list_model() {
-    let base = env_u64("EVENTPOLL_MODEL_SEED").unwrap_or(DEFAULT_SEED);
-    let sequences = env_u64("EVENTPOLL_MODEL_SEQUENCES").unwrap_or(DEFAULT_SEQUENCES);
+    let base = util::env_u64("EVENTPOLL_MODEL_SEED").unwrap_or(DEFAULT_SEED);
+    let sequences = util::env_u64("EVENTPOLL_MODEL_SEQUENCES").unwrap_or(DEFAULT_SEQUENCES);
     println!(
         "model: EVENTPOLL_MODEL_SEED={base:#x} EVENTPOLL_MODEL_SEQUENCES={sequences} \
          ({OPS_PER_SEQUENCE} ops each)"

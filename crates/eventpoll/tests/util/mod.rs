@@ -50,3 +50,15 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .unwrap_or_default()
     })
 }
+
+/// The number in environment variable `name` (decimal or `0x` hex), if set;
+/// panics on anything else, so a mistyped seed is not silently ignored.
+pub fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
+}

@@ -756,29 +756,6 @@ fn run(init: &Init, ops: &[Op]) -> Run {
     Run { log, divergence }
 }
 
-/// Removes operations one at a time while the sequence still diverges.
-fn shrink(init: &Init, ops: &[Op], divergence: usize) -> Vec<Op> {
-    let mut ops = ops[..=divergence].to_vec();
-    loop {
-        let mut progress = false;
-        let mut i = ops.len();
-        while i > 0 {
-            i -= 1;
-            let mut candidate = ops.clone();
-            candidate.remove(i);
-            if let Some(at) = run(init, &candidate).divergence {
-                candidate.truncate(at + 1);
-                ops = candidate;
-                i = i.min(ops.len());
-                progress = true;
-            }
-        }
-        if !progress {
-            return ops;
-        }
-    }
-}
-
 fn format_log(out: &mut String, run: &Run) {
     for entry in &run.log {
         match &entry.results {
@@ -910,7 +887,7 @@ fn eventpoll_matches_linux_epoll() {
         );
         let _ = writeln!(report, "  operations up to the divergence (op #{at}):");
         format_log(&mut report, &result);
-        let shrunk = shrink(&init, &ops, at);
+        let shrunk = util::shrink(&ops[..=at], |ops| run(&init, ops).divergence);
         let shrunk_run = run(&init, &shrunk);
         let _ = writeln!(report, "  shrunk to {} operations:", shrunk.len());
         format_log(&mut report, &shrunk_run);

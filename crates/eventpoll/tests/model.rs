@@ -670,29 +670,6 @@ fn run(ops: &[Op]) -> Run {
     Run { log, divergence }
 }
 
-/// Removes operations one at a time while the sequence still diverges.
-fn shrink(ops: &[Op], divergence: usize) -> Vec<Op> {
-    let mut ops = ops[..=divergence].to_vec();
-    loop {
-        let mut progress = false;
-        let mut i = ops.len();
-        while i > 0 {
-            i -= 1;
-            let mut candidate = ops.clone();
-            candidate.remove(i);
-            if let Some(at) = run(&candidate).divergence {
-                candidate.truncate(at + 1);
-                ops = candidate;
-                i = i.min(ops.len());
-                progress = true;
-            }
-        }
-        if !progress {
-            return ops;
-        }
-    }
-}
-
 fn format_log(out: &mut String, run: &Run) {
     for entry in &run.log {
         if entry.model == entry.real {
@@ -746,7 +723,7 @@ fn eventpoll_matches_the_ready_list_model() {
         );
         let _ = writeln!(report, "  operations up to the divergence (op #{at}):");
         format_log(&mut report, &result);
-        let shrunk = shrink(&ops, at);
+        let shrunk = util::shrink(&ops[..=at], |ops| run(ops).divergence);
         let _ = writeln!(report, "  shrunk to {} operations:", shrunk.len());
         format_log(&mut report, &run(&shrunk));
         panic!("{report}");

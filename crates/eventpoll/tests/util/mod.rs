@@ -62,3 +62,29 @@ pub fn env_u64(name: &str) -> Option<u64> {
     };
     Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
 }
+
+/// Shrinks a diverging operation sequence: removes operations one at a
+/// time, keeping a removal whenever the shorter sequence still diverges
+/// (`diverges_at` returns the index of the first diverging operation), and
+/// cuts it after that operation, until no single removal keeps it failing.
+pub fn shrink<T: Clone>(ops: &[T], diverges_at: impl Fn(&[T]) -> Option<usize>) -> Vec<T> {
+    let mut ops = ops.to_vec();
+    loop {
+        let mut progress = false;
+        let mut i = ops.len();
+        while i > 0 {
+            i -= 1;
+            let mut candidate = ops.clone();
+            candidate.remove(i);
+            if let Some(at) = diverges_at(&candidate) {
+                candidate.truncate(at + 1);
+                ops = candidate;
+                i = i.min(ops.len());
+                progress = true;
+            }
+        }
+        if !progress {
+            return ops;
+        }
+    }
+}

@@ -194,6 +194,32 @@ fn rate(count: usize, elapsed: std::time::Duration) -> Figure {
     Figure::Value(count as f64 / elapsed.as_secs_f64())
 }
 
+/// The establish rate of `n` connections opened in `open_time`, and, if
+/// they all opened, the rate of `request_each` (one request on every
+/// connection); an error says how far opening got.
+fn rates(
+    n: usize,
+    established: usize,
+    opened: io::Result<()>,
+    open_time: std::time::Duration,
+    request_each: impl FnOnce() -> io::Result<()>,
+) -> (Figure, Figure) {
+    match opened {
+        Ok(()) => {
+            let t = Instant::now();
+            let rr_rate = match request_each() {
+                Ok(()) => rate(n, t.elapsed()),
+                Err(err) => error(&err),
+            };
+            (rate(n, open_time), rr_rate)
+        }
+        Err(err) => (
+            Figure::Error(format!("after {established} connections: {err}")),
+            Figure::NotAvailable("connections not all established".to_owned()),
+        ),
+    }
+}
+
 fn error(err: &io::Error) -> Figure {
     Figure::Error(err.to_string())
 }
@@ -226,20 +252,7 @@ fn user_side(n: usize) -> Outcome {
         "[c1m] usertcp: {established} connections in {:.2} s",
         open_time.as_secs_f64()
     );
-    let open_rate = match &opened {
-        Ok(()) => rate(n, open_time),
-        Err(err) => Figure::Error(format!("after {established} connections: {err}")),
-    };
-    let rr_rate = match opened {
-        Ok(()) => {
-            let t = Instant::now();
-            match pair.rr(n, n as u64) {
-                Ok(()) => rate(n, t.elapsed()),
-                Err(err) => error(&err),
-            }
-        }
-        Err(_) => Figure::NotAvailable("connections not all established".to_owned()),
-    };
+    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.rr(n, n as u64));
     let after = rss_bytes().ok();
     let heap = counting.as_ref().map(Counting::live_bytes);
     drop(counting);
@@ -278,20 +291,7 @@ fn kernel_side(n: usize) -> Outcome {
     let opened = pair.open(n);
     let open_time = t.elapsed();
     let established = pair.conns.len();
-    let open_rate = match &opened {
-        Ok(()) => rate(n, open_time),
-        Err(err) => Figure::Error(format!("after {established} connections: {err}")),
-    };
-    let rr_rate = match opened {
-        Ok(()) => {
-            let t = Instant::now();
-            match pair.rr(n, n as u64) {
-                Ok(()) => rate(n, t.elapsed()),
-                Err(err) => error(&err),
-            }
-        }
-        Err(_) => Figure::NotAvailable("connections not all established".to_owned()),
-    };
+    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.rr(n, n as u64));
     Outcome {
         established,
         open_rate,

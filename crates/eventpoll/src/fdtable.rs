@@ -143,6 +143,18 @@ impl<F: FileDescription> FdTable<F> {
         }
     }
 
+    /// Calls `f` with the description behind `fd`, borrowed under the
+    /// table's lock (no reference count is touched). `f` must not call back
+    /// into this table. `EBADF` if `fd` is not open.
+    pub fn with<R>(&self, fd: i32, f: impl FnOnce(&F) -> R) -> Result<R, Errno> {
+        let table = self.table.lock();
+        let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+        match table.slots.get(index) {
+            Some(Some(slot)) => Ok(f(&slot.file)),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
     /// True if `fd` has close-on-exec set. `EBADF` if it is not open.
     pub fn cloexec(&self, fd: i32) -> Result<bool, Errno> {
         let table = self.table.lock();

@@ -30,7 +30,47 @@ pub(crate) struct SockId {
 }
 
 /// Ids of sockets whose last handle dropped, for the stack to close.
-pub(crate) type Reaper = Arc<std::sync::Mutex<Vec<SockId>>>;
+///
+/// The stack looks at it on every step, so an empty list must cost no
+/// lock: `pending` is set (under the lock) when an id is posted and
+/// cleared when the stack takes the list.
+#[derive(Default)]
+pub(crate) struct ReaperList {
+    pending: AtomicBool,
+    list: std::sync::Mutex<Vec<SockId>>,
+}
+
+impl ReaperList {
+    /// Posts a socket whose last handle dropped.
+    pub(crate) fn post(&self, id: SockId) {
+        // A poisoned lock only means a panic elsewhere; the list is still valid.
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(id);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes every posted id (empty, without locking, if none is pending).
+    pub(crate) fn take(&self) -> Vec<SockId> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *list)
+    }
+
+    /// Removes `id` if it was posted (a socket the stack closes itself).
+    pub(crate) fn forget(&self, id: SockId) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|&x| x != id);
+        if list.is_empty() {
+            self.pending.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The stack's reaper list, shared with its sockets.
+pub(crate) type Reaper = Arc<ReaperList>;
 
 /// A socket file description (an `AF_INET`, `SOCK_STREAM` socket).
 pub struct Socket {
@@ -83,9 +123,7 @@ impl Pollable for Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        // A poisoned lock only means a panic elsewhere; the list is still valid.
-        let mut list = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
-        list.push(self.id);
+        self.reaper.post(self.id);
     }
 }
 

@@ -256,7 +256,12 @@ struct Conn {
     /// Its descriptor is closed: free it when smoltcp is done.
     orphan: bool,
     in_demux: bool,
+    /// When smoltcp next wants this connection polled (its `poll_at`), if
+    /// later than now.
     timer: Option<Instant>,
+    /// The deadline of this connection's entry in the timer queue, if it
+    /// has one: never later than `timer` (see `Core::arm_timer`).
+    timer_entry: Option<Instant>,
     dirty: bool,
     /// Buffers of the default size (returned to the pool when freed).
     poolable: bool,
@@ -366,7 +371,9 @@ struct Core {
     scratch: Vec<ConnId>,
     timers: BTreeSet<(Instant, ConnId)>,
     time_wait: FxHashMap<FourTuple, Instant>,
-    tw_timers: BTreeSet<(Instant, FourTuple)>,
+    /// TIME-WAIT expiries in deadline order: every tuple stays for the same
+    /// [`TIME_WAIT`], so a FIFO is already sorted.
+    tw_timers: VecDeque<(Instant, FourTuple)>,
     pool: Vec<(SocketSet<'static>, SocketHandle)>,
     empty: SocketSet<'static>,
     reaper: Reaper,
@@ -568,7 +575,7 @@ impl<D: Device> Stack<D> {
                 scratch: Vec::new(),
                 timers: BTreeSet::new(),
                 time_wait: FxHashMap::default(),
-                tw_timers: BTreeSet::new(),
+                tw_timers: VecDeque::new(),
                 pool: Vec::new(),
                 empty: SocketSet::new(Vec::new()),
                 reaper: Reaper::default(),
@@ -668,7 +675,7 @@ impl<D: Device> Stack<D> {
         }
         let first = [
             self.core.timers.first().map(|&(t, _)| t),
-            self.core.tw_timers.first().map(|&(t, _)| t),
+            self.core.tw_timers.front().map(|&(t, _)| t),
         ]
         .into_iter()
         .flatten()
@@ -847,6 +854,7 @@ impl Core {
             orphan: false,
             in_demux: false,
             timer: None,
+            timer_entry: None,
             dirty: false,
             keepalive: false,
             poolable,
@@ -889,7 +897,7 @@ impl Core {
         if conn.in_demux && self.demux.get(&conn.tuple) == Some(&id) {
             self.demux.remove(&conn.tuple);
         }
-        if let Some(t) = conn.timer {
+        if let Some(t) = conn.timer_entry {
             self.timers.remove(&(t, id));
         }
         if let Some(lid) = conn.listener
@@ -911,13 +919,7 @@ impl Core {
 
     /// Closes the sockets whose last descriptor went away.
     fn reap(&mut self) {
-        let ids = {
-            let mut list = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
-            if list.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *list)
-        };
+        let ids = self.reaper.take();
         for id in ids {
             let Some(slot) = self.socks.get_mut(id.index as usize) else {
                 continue;
@@ -1081,10 +1083,9 @@ impl Core {
             self.stats.syn_dropped += 1;
             return None;
         }
-        if let Some(until) = self.time_wait.remove(&seg.tuple) {
-            // A new SYN reuses a TIME-WAIT tuple (RFC 6191 spirit).
-            self.tw_timers.remove(&(until, seg.tuple));
-        }
+        // A new SYN reuses a TIME-WAIT tuple (RFC 6191 spirit); its queue
+        // entry goes stale.
+        self.time_wait.remove(&seg.tuple);
         let id = self.new_conn(seg.tuple, &opts);
         if let Ok(entry) = self.entry_mut(lid)
             && let Kind::Listener(l) = &mut entry.kind
@@ -1225,17 +1226,18 @@ impl Core {
                 }
                 if state == State::TimeWait {
                     let until = now + TIME_WAIT;
-                    if let Some(old) = self.time_wait.insert(tuple, until) {
-                        self.tw_timers.remove(&(old, tuple));
-                    }
-                    self.tw_timers.insert((until, tuple));
+                    // A tuple already in TIME-WAIT keeps a stale queue
+                    // entry; `expire_timers` skips it.
+                    self.time_wait.insert(tuple, until);
+                    self.tw_timers.push_back((until, tuple));
                     trace!(?tuple, "TIME-WAIT: buffers freed, tuple kept");
                 }
             }
             let Some(conn) = self.conn_mut(id) else {
                 return;
             };
-            if let Some(t) = conn.timer.take() {
+            conn.timer = None;
+            if let Some(t) = conn.timer_entry.take() {
                 self.timers.remove(&(t, id));
             }
             let Some(conn) = self.conn_mut(id) else {
@@ -1247,23 +1249,10 @@ impl Core {
             }
         } else if let Some(iface) = iface {
             let at = iface.poll_at(now, &conn.set);
-            let old = conn.timer;
-            match at {
-                Some(t) if t <= now => self.mark_dirty(id),
-                _ => {}
+            if at.is_some_and(|t| t <= now) {
+                self.mark_dirty(id);
             }
-            let new = at.filter(|&t| t > now);
-            if old != new {
-                if let Some(t) = old {
-                    self.timers.remove(&(t, id));
-                }
-                if let Some(t) = new {
-                    self.timers.insert((t, id));
-                }
-                if let Some(conn) = self.conn_mut(id) {
-                    conn.timer = new;
-                }
-            }
+            self.arm_timer(id, at.filter(|&t| t > now));
         }
 
         // The socket.
@@ -1281,7 +1270,38 @@ impl Core {
         }
     }
 
-    /// Pops expired timers; returns true if any fired.
+    /// Sets connection `id`'s deadline to `deadline`, lazily.
+    ///
+    /// Most steps move a deadline *later* (a delayed ACK or a
+    /// retransmission timer pushed back by new traffic) or clear it. Those
+    /// leave the queue alone: the connection's entry stays where it is,
+    /// fires early, and [`expire_timers`](Core::expire_timers) re-queues it
+    /// at the deadline of that moment. Only a deadline earlier than the
+    /// queued entry touches the queue (the entry moves). So a busy
+    /// connection costs about one queue operation per timer period, not one
+    /// per segment.
+    fn arm_timer(&mut self, id: ConnId, deadline: Option<Instant>) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.timer = deadline;
+        let Some(t) = deadline else {
+            return;
+        };
+        let old = conn.timer_entry;
+        if old.is_some_and(|e| e <= t) {
+            return;
+        }
+        conn.timer_entry = Some(t);
+        if let Some(e) = old {
+            self.timers.remove(&(e, id));
+        }
+        self.timers.insert((t, id));
+    }
+
+    /// Pops expired timer entries: a connection whose deadline has come is
+    /// marked dirty (egress runs smoltcp's timers); one whose deadline moved
+    /// later is re-queued. Returns true if any deadline came.
     fn expire_timers(&mut self, now: Instant) -> bool {
         let mut fired = false;
         while let Some(&(t, id)) = self.timers.first() {
@@ -1289,20 +1309,35 @@ impl Core {
                 break;
             }
             self.timers.pop_first();
-            fired = true;
-            if let Some(conn) = self.conn_mut(id) {
-                conn.timer = None;
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            conn.timer_entry = None;
+            match conn.timer {
+                Some(deadline) if deadline > now => {
+                    conn.timer_entry = Some(deadline);
+                    self.timers.insert((deadline, id));
+                }
+                Some(_) => {
+                    conn.timer = None;
+                    fired = true;
+                    trace!(conn = id, "timer expired");
+                    self.mark_dirty(id);
+                }
+                None => {}
             }
-            trace!(conn = id, "timer expired");
-            self.mark_dirty(id);
         }
-        while let Some(&(t, tuple)) = self.tw_timers.first() {
+        while let Some(&(t, tuple)) = self.tw_timers.front() {
             if t > now {
                 break;
             }
-            self.tw_timers.pop_first();
-            self.time_wait.remove(&tuple);
-            trace!(?tuple, "TIME-WAIT over");
+            self.tw_timers.pop_front();
+            // Skip stale entries: the tuple was reused, or re-entered
+            // TIME-WAIT later.
+            if self.time_wait.get(&tuple) == Some(&t) {
+                self.time_wait.remove(&tuple);
+                trace!(?tuple, "TIME-WAIT over");
+            }
         }
         fired
     }

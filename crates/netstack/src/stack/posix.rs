@@ -620,10 +620,10 @@ impl<D: Device> Stack<D> {
 
     fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
         self.core.reap();
-        match self.files.get(fd)? {
+        self.files.with(fd, |file| match file {
             File::Socket(s) => Ok(s.id()),
             File::Basic(_) => Err(Errno::ENOTSOCK),
-        }
+        })?
     }
 
     fn install(
@@ -680,8 +680,7 @@ impl<D: Device> Stack<D> {
                 }
                 core.free_socks.push(index);
                 core.sock_count -= 1;
-                let mut list = core.reaper.lock().unwrap_or_else(|e| e.into_inner());
-                list.retain(|&s| s != id);
+                core.reaper.forget(id);
                 Err(e)
             }
         }

@@ -236,7 +236,7 @@ pub struct Stats {
 type ConnId = u32;
 
 /// What a connection looked like after its previous step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Snap {
     state: State,
     recv_queue: usize,
@@ -642,28 +642,35 @@ impl<D: Device> Stack<D> {
         let mut list = std::mem::take(&mut core.scratch);
         std::mem::swap(&mut list, &mut core.dirty);
         for id in list.drain(..) {
-            let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
-                continue;
-            };
-            if !conn.dirty {
-                continue;
-            }
-            conn.dirty = false;
-            let mut sent = 0;
-            while sent < EGRESS_BUDGET {
-                match iface.poll_egress(now, device, &mut conn.set) {
-                    PollResult::SocketStateChanged => sent += 1,
-                    PollResult::None => break,
-                }
-            }
-            if sent > 0 {
-                busy = true;
-                trace!(conn = id, segments = sent, "egress");
-            }
-            core.settle(iface, id, Cause::Egress);
+            busy |= egress(device, iface, core, id) > 0;
         }
         core.scratch = list;
         busy
+    }
+
+    /// After a user call changed connection `id` (data queued or taken, a
+    /// shutdown): settle it and, if smoltcp has something to send now (the
+    /// data, a FIN, a window update), send it now, as Linux's
+    /// `tcp_sendmsg` and `tcp_recvmsg` do, instead of at the next poll.
+    pub(crate) fn user_step(&mut self, id: ConnId) {
+        let Stack {
+            device,
+            iface,
+            core,
+            ..
+        } = self;
+        let now = core.now;
+        let Some(conn) = core.conn_mut(id) else {
+            return;
+        };
+        let at = iface.poll_at(now, &conn.set);
+        if at.is_some_and(|t| t <= now) {
+            // Something to send: egress settles the connection after it.
+            conn.dirty = true;
+            egress(device, iface, core, id);
+        } else {
+            core.settle_at(at, id, Cause::User);
+        }
     }
 
     /// How long the caller may wait before the next [`poll`](Stack::poll):
@@ -686,6 +693,45 @@ impl<D: Device> Stack<D> {
             Duration::ZERO
         })
     }
+}
+
+/// Egress of one dirty connection: smoltcp is asked for segments until it
+/// has none left (it sends at most one per socket per call), the device
+/// pushes back, or [`EGRESS_BUDGET`] is spent; then the connection is
+/// settled (a connection with more to send is marked dirty again). Returns
+/// the number of segments sent; 0 for a connection gone or not dirty.
+fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> usize {
+    let now = core.now;
+    let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
+        return 0;
+    };
+    if !conn.dirty {
+        return 0;
+    }
+    conn.dirty = false;
+    let mut sent = 0;
+    // smoltcp's `poll_at` is cheaper than a `poll_egress` that finds
+    // nothing to send, and settling needs it anyway.
+    let mut at = None;
+    while sent < EGRESS_BUDGET {
+        match iface.poll_egress(now, device, &mut conn.set) {
+            PollResult::SocketStateChanged => sent += 1,
+            PollResult::None => break,
+        }
+        let next = iface.poll_at(now, &conn.set);
+        if next.is_none_or(|t| t > now) {
+            at = Some(next);
+            break;
+        }
+    }
+    if sent > 0 {
+        trace!(conn = id, segments = sent, "egress");
+    }
+    match at {
+        Some(at) => core.settle_at(at, id, Cause::Egress),
+        None => core.settle(iface, id, Cause::Egress),
+    }
+    sent
 }
 
 /// Applies socket options to a connection's smoltcp socket.
@@ -1038,8 +1084,9 @@ impl Core {
             caps,
         };
         iface.poll_ingress_single(now, &mut one, &mut conn.set);
+        // Settling marks the connection dirty if smoltcp has something to
+        // send now (an ACK, data the window let through).
         self.settle(iface, id, Cause::Ingress);
-        self.mark_dirty(id);
     }
 
     fn feed_unmatched<T: phy::TxToken>(&mut self, iface: &mut Interface, frame: &[u8], reply: T) {
@@ -1111,22 +1158,20 @@ impl Core {
         Some(id)
     }
 
-    /// After a user call on connection `id`: settle it, and egress it at
-    /// the next poll (a send to transmit, a recv to open the window).
-    fn settle_user(&mut self, id: ConnId) {
-        self.settle_inner(None, id, Cause::User);
-        self.mark_dirty(id);
-    }
-
     fn settle(&mut self, iface: &mut Interface, id: ConnId, cause: Cause) {
-        self.settle_inner(Some(iface), id, cause);
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        let at = iface.poll_at(self.now, &conn.set);
+        self.settle_at(at, id, cause);
     }
 
     /// After a step on connection `id`: turn the changes since the previous
     /// step into events (DESIGN.md's table), run the connection's life
     /// cycle (accept queue, free, TIME-WAIT), refresh and wake its socket,
     /// and reschedule its timer (when `iface` is given).
-    fn settle_inner(&mut self, mut iface: Option<&mut Interface>, id: ConnId, cause: Cause) {
+    /// `at` is smoltcp's `poll_at` for the connection as it is now.
+    fn settle_at(&mut self, at: Option<Instant>, id: ConnId, cause: Cause) {
         let now = self.now;
         self.stats.conn_steps += 1;
         let Some(conn) = self.conn_mut(id) else {
@@ -1213,10 +1258,7 @@ impl Core {
         };
         // An orphan in TIME-WAIT is freed once its last ACK is out: after
         // an egress pass that left nothing to send.
-        let flushed = cause == Cause::Egress
-            && iface
-                .as_deref_mut()
-                .is_some_and(|i| i.poll_at(now, &conn.set).is_none_or(|t| t > now));
+        let flushed = cause == Cause::Egress && at.is_none_or(|t| t > now);
         if state == State::Closed || (state == State::TimeWait && conn.orphan && flushed) {
             if conn.in_demux {
                 conn.in_demux = false;
@@ -1247,8 +1289,7 @@ impl Core {
                 self.free_conn(id);
                 return;
             }
-        } else if let Some(iface) = iface {
-            let at = iface.poll_at(now, &conn.set);
+        } else {
             if at.is_some_and(|t| t <= now) {
                 self.mark_dirty(id);
             }
@@ -1260,6 +1301,13 @@ impl Core {
             return;
         };
         if let Some(sid) = conn.sock {
+            // A packet or an egress pass that changed nothing observable
+            // leaves the socket's readiness as it was: nothing to store,
+            // nothing to wake. (User calls may have changed the socket's
+            // own flags, so they always refresh.)
+            if cause != Cause::User && before == after && key.is_empty() && error.is_none() {
+                return;
+            }
             if let Some(e) = error
                 && let Ok(entry) = self.entry_mut(sid)
             {

@@ -270,7 +270,7 @@ impl<D: Device> Stack<D> {
         let sock = conn.tcp_mut();
         if sock.recv_queue() > 0 && !buf.is_empty() {
             let n = sock.recv_slice(buf).unwrap_or(0);
-            core.settle_user(cid);
+            self.user_step(cid);
             trace!(fd, bytes = n, "recv");
             return Ok(n);
         }
@@ -321,7 +321,7 @@ impl<D: Device> Stack<D> {
         if n == 0 {
             return Err(Errno::EAGAIN);
         }
-        core.settle_user(cid);
+        self.user_step(cid);
         trace!(fd, bytes = n, "send");
         Ok(n)
     }
@@ -372,10 +372,9 @@ impl<D: Device> Stack<D> {
             if let Some(conn) = core.conn_mut(cid) {
                 conn.tcp_mut().close();
             }
-            core.mark_dirty(cid);
         }
         trace!(fd, how, "shutdown");
-        core.settle_user(cid);
+        self.user_step(cid);
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 //!   one-slot `SocketSet` per connection; a 4-tuple hash map finds the
 //!   connection of each received segment (the stack parses the IPv4/TCP
 //!   header itself); a dirty list limits egress to the connections touched;
-//!   an ordered timer queue fed by each connection's `poll_at` runs
+//!   a hashed timer wheel fed by each connection's `poll_at` runs
 //!   smoltcp's timers. See the `stack` module docs for the data path.
 //! - **Listeners** with an accept queue and a backlog: a SYN to a listening
 //!   port makes a connection on the spot; SYNs past the backlog are dropped
@@ -59,8 +59,6 @@
 //!   threaded mode.
 //! - Ethernet/TAP (`Medium::Ethernet`): [`Stack::new`] refuses other media
 //!   with `EINVAL`.
-//! - A hashed timer wheel: timers are an ordered set (O(log n), see the
-//!   `stack` module docs for why).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
 //!   are dropped); established connections without keep-alive never time
 //!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).
@@ -74,7 +72,9 @@
 //!
 //! - A connection is in the demux map iff it is not `Closed` (and, once its
 //!   descriptor is closed, not in TIME-WAIT).
-//! - A connection has at most one timer entry, equal to its `timer` field.
+//! - A connection has at most one live timer entry (`timer_entry`), never
+//!   later than its deadline (`timer`); other entries for it are stale and
+//!   dropped when they come out of the wheel.
 //! - A socket's stored readiness is updated before its queue is woken.
 //! - Nothing a peer sends or a caller passes panics: malformed packets are
 //!   handed to smoltcp or dropped, bad arguments are errno.
@@ -82,6 +82,7 @@
 
 mod socket;
 mod stack;
+mod timer;
 
 pub use socket::{File, Socket};
 pub use stack::{

@@ -22,24 +22,28 @@
 //!    event mask (the table in DESIGN.md, see [`Core::settle`]). The socket's
 //!    readiness is recomputed by `tcp_poll` rules, stored, and then the
 //!    socket's wait queue is woken with the mask.
-//! 5. The connection goes on the dirty list. After ingress, [`Stack::poll`]
-//!    runs egress over dirty connections only, each looped until smoltcp has
-//!    nothing more to send (smoltcp sends at most one segment per socket per
-//!    egress pass) or the device pushes back; a connection that still has
-//!    something to send stays dirty for the next poll.
+//! 5. If smoltcp's `poll_at` says the connection has something to send now
+//!    (an ACK, data, a FIN), it goes on the dirty list. After ingress,
+//!    [`Stack::poll`] runs egress over dirty connections only, each looped
+//!    until smoltcp has nothing more to send (smoltcp sends at most one
+//!    segment per socket per egress pass) or the device pushes back; a
+//!    connection that still has something to send stays dirty for the next
+//!    poll. User calls that leave something to send (`send`, a `recv` that
+//!    opens the window, `shutdown`) run egress on their connection at once,
+//!    as Linux does, instead of waiting for the next poll.
 //!
-//! ## Timers: an ordered set, not a wheel
+//! ## Timers: a hashed wheel
 //!
 //! Each settled connection asks smoltcp for its `poll_at` (O(1): the set
-//! has one socket) and keeps exactly one entry `(deadline, ConnId)` in a
-//! `BTreeSet`. Expired entries are popped from the front and the
-//! connections marked dirty; egress then runs smoltcp's timers
-//! (retransmission, delayed ACK, keep-alive, TIME-WAIT, user timeout).
-//! A `BTreeSet` was chosen over a hashed wheel for this milestone: insert,
-//! remove and pop-min are O(log n) with exact deadlines, no tick to choose
-//! and no cascading, and nothing ever scans all connections. A wheel
-//! (O(1), ~1 ms ticks) can replace it behind the same three calls if
-//! profiling at 1M connections shows the log factor.
+//! has one socket) and keeps at most one live entry in a hashed timer wheel
+//! of 1 ms ticks (the `timer` module), with an ordered overflow set for
+//! deadlines more than a revolution (~4 s) away. Deadlines that move later
+//! leave the entry in place (it comes out early and is pushed again);
+//! deadlines that move earlier push a new entry and leave the old one
+//! stale. So arming, moving and cancelling are O(1) without a search, and
+//! nothing ever scans all connections. Expired connections are marked
+//! dirty; egress then runs smoltcp's timers (retransmission, delayed ACK,
+//! keep-alive, TIME-WAIT, user timeout).
 //!
 //! ## Buffers
 //!
@@ -58,7 +62,7 @@
 //! (a `now` earlier than the last one is replaced by the last one). User
 //! calls between polls use the time of the last poll.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Weak};
 
@@ -78,6 +82,7 @@ use smoltcp::wire::{
 use tracing::trace;
 
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
+use crate::timer::TimerWheel;
 
 mod posix;
 
@@ -369,7 +374,12 @@ struct Core {
     dirty: Vec<ConnId>,
     /// The dirty list being processed by `poll` (kept for its capacity).
     scratch: Vec<ConnId>,
-    timers: BTreeSet<(Instant, ConnId)>,
+    /// Connection deadlines (entries may be stale: see `arm_timer`).
+    timers: TimerWheel,
+    /// Connections with a live entry in `timers`.
+    armed: usize,
+    /// Scratch list for `expire_timers` (kept for its capacity).
+    expired: Vec<(Instant, ConnId)>,
     time_wait: FxHashMap<FourTuple, Instant>,
     /// TIME-WAIT expiries in deadline order: every tuple stays for the same
     /// [`TIME_WAIT`], so a FIFO is already sorted.
@@ -386,8 +396,9 @@ struct Core {
 ///
 /// Run-to-completion: the application owns the stack and loops
 /// [`poll`](Stack::poll), then [`epoll_wait`](Stack::epoll_wait) with a
-/// zero timeout, then its socket calls. Socket calls take effect on the
-/// wire at the next `poll`.
+/// zero timeout, then its socket calls. `send`, `recv` and `shutdown`
+/// transmit what they leave to send at once; `connect`, `close` and
+/// `listen` take effect on the wire at the next `poll`.
 ///
 /// Methods by role: inputs [`poll`](Stack::poll) (packets, timers, queued
 /// sends); output [`poll_delay`](Stack::poll_delay) (when to poll again);
@@ -573,7 +584,9 @@ impl<D: Device> Stack<D> {
                 sock_count: 0,
                 dirty: Vec::new(),
                 scratch: Vec::new(),
-                timers: BTreeSet::new(),
+                timers: TimerWheel::new(now),
+                armed: 0,
+                expired: Vec::new(),
                 time_wait: FxHashMap::default(),
                 tw_timers: VecDeque::new(),
                 pool: Vec::new(),
@@ -610,7 +623,7 @@ impl<D: Device> Stack<D> {
         stats.pooled = self.core.pool.len();
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();
-        stats.timers = self.core.timers.len();
+        stats.timers = self.core.armed;
         stats
     }
 
@@ -681,7 +694,7 @@ impl<D: Device> Stack<D> {
             return Some(Duration::ZERO);
         }
         let first = [
-            self.core.timers.first().map(|&(t, _)| t),
+            self.core.timers.next_deadline(),
             self.core.tw_timers.front().map(|&(t, _)| t),
         ]
         .into_iter()
@@ -943,8 +956,9 @@ impl Core {
         if conn.in_demux && self.demux.get(&conn.tuple) == Some(&id) {
             self.demux.remove(&conn.tuple);
         }
-        if let Some(t) = conn.timer_entry {
-            self.timers.remove(&(t, id));
+        if conn.timer_entry.is_some() {
+            // Its wheel entry goes stale.
+            self.armed -= 1;
         }
         if let Some(lid) = conn.listener
             && let Ok(entry) = self.entry_mut(lid)
@@ -1279,8 +1293,8 @@ impl Core {
                 return;
             };
             conn.timer = None;
-            if let Some(t) = conn.timer_entry.take() {
-                self.timers.remove(&(t, id));
+            if conn.timer_entry.take().is_some() {
+                self.armed -= 1;
             }
             let Some(conn) = self.conn_mut(id) else {
                 return;
@@ -1322,12 +1336,12 @@ impl Core {
     ///
     /// Most steps move a deadline *later* (a delayed ACK or a
     /// retransmission timer pushed back by new traffic) or clear it. Those
-    /// leave the queue alone: the connection's entry stays where it is,
-    /// fires early, and [`expire_timers`](Core::expire_timers) re-queues it
-    /// at the deadline of that moment. Only a deadline earlier than the
-    /// queued entry touches the queue (the entry moves). So a busy
-    /// connection costs about one queue operation per timer period, not one
-    /// per segment.
+    /// leave the wheel alone: the connection's live entry stays where it
+    /// is, comes out early, and [`expire_timers`](Core::expire_timers)
+    /// pushes it again at the deadline of that moment. Only a deadline
+    /// earlier than the live entry pushes a new entry (the old one goes
+    /// stale: the wheel never searches). So a busy connection costs about
+    /// one O(1) push per timer period, not one per segment.
     fn arm_timer(&mut self, id: ConnId, deadline: Option<Instant>) {
         let Some(conn) = self.conn_mut(id) else {
             return;
@@ -1341,10 +1355,10 @@ impl Core {
             return;
         }
         conn.timer_entry = Some(t);
-        if let Some(e) = old {
-            self.timers.remove(&(e, id));
+        if old.is_none() {
+            self.armed += 1;
         }
-        self.timers.insert((t, id));
+        self.timers.push(t, id);
     }
 
     /// Pops expired timer entries: a connection whose deadline has come is
@@ -1352,29 +1366,34 @@ impl Core {
     /// later is re-queued. Returns true if any deadline came.
     fn expire_timers(&mut self, now: Instant) -> bool {
         let mut fired = false;
-        while let Some(&(t, id)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.expire(now, &mut expired);
+        for (t, id) in expired.drain(..) {
             let Some(conn) = self.conn_mut(id) else {
                 continue;
             };
+            if conn.timer_entry != Some(t) {
+                // Stale: the deadline moved earlier, or the connection
+                // was freed (and its slot perhaps reused).
+                continue;
+            }
             conn.timer_entry = None;
             match conn.timer {
                 Some(deadline) if deadline > now => {
                     conn.timer_entry = Some(deadline);
-                    self.timers.insert((deadline, id));
+                    self.timers.push(deadline, id);
                 }
                 Some(_) => {
                     conn.timer = None;
+                    self.armed -= 1;
                     fired = true;
                     trace!(conn = id, "timer expired");
                     self.mark_dirty(id);
                 }
-                None => {}
+                None => self.armed -= 1,
             }
         }
+        self.expired = expired;
         while let Some(&(t, tuple)) = self.tw_timers.front() {
             if t > now {
                 break;

@@ -136,8 +136,15 @@ pub const EPHEMERAL_FIRST: u16 = 32768;
 pub const EPHEMERAL_LAST: u16 = 60999;
 /// Default size of each socket's receive and send buffer.
 pub const DEFAULT_BUFFER: usize = 64 * 1024;
-/// Smallest buffer `SO_RCVBUF` / `SO_SNDBUF` can set.
-pub const MIN_BUFFER: usize = 2048;
+/// Smallest buffer `SO_RCVBUF` / `SO_SNDBUF` (or
+/// [`StackConfig::buffer_size`]) can set.
+///
+/// smoltcp allocates both ring buffers when a connection is made and keeps
+/// them for its life, so the buffer size *is* the memory of an idle
+/// connection (Linux's idle sockets hold no buffers). 512 bytes each way
+/// keeps a million idle connections with small messages within a few GB; a
+/// window smaller than one MSS still works, only slower for bulk data.
+pub const MIN_BUFFER: usize = 512;
 /// Largest buffer `SO_RCVBUF` / `SO_SNDBUF` can set.
 pub const MAX_BUFFER: usize = 16 * 1024 * 1024;
 /// How long a closed connection's 4-tuple stays in TIME-WAIT (2 MSL).

@@ -661,9 +661,22 @@ impl<D: Device> Stack<D> {
         // the next one.
         let mut list = std::mem::take(&mut core.scratch);
         std::mem::swap(&mut list, &mut core.dirty);
-        for id in list.drain(..) {
-            busy |= egress(device, iface, core, id) > 0;
+        let mut done = 0;
+        while done < list.len() {
+            let id = list[done];
+            done += 1;
+            let out = egress(device, iface, core, id);
+            busy |= out.sent > 0;
+            if out.blocked {
+                // The device is full: the connections not yet visited keep
+                // their turn, ahead of those dirtied in this pass, instead
+                // of each finding the device full again.
+                trace!(left = list.len() - done, "egress: device full");
+                core.dirty.splice(0..0, list.drain(done..));
+                break;
+            }
         }
+        list.clear();
         core.scratch = list;
         busy
     }
@@ -719,24 +732,28 @@ impl<D: Device> Stack<D> {
 /// has none left (it sends at most one per socket per call), the device
 /// pushes back, or [`EGRESS_BUDGET`] is spent; then the connection is
 /// settled (a connection with more to send is marked dirty again). Returns
-/// the number of segments sent; 0 for a connection gone or not dirty.
-fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> usize {
+/// what happened.
+fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> Egress {
     let now = core.now;
+    let mut out = Egress::default();
     let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
-        return 0;
+        return out;
     };
     if !conn.dirty {
-        return 0;
+        return out;
     }
     conn.dirty = false;
-    let mut sent = 0;
     // smoltcp's `poll_at` is cheaper than a `poll_egress` that finds
     // nothing to send, and settling needs it anyway.
     let mut at = None;
-    while sent < EGRESS_BUDGET {
+    let mut refused = false;
+    while out.sent < EGRESS_BUDGET {
         match iface.poll_egress(now, device, &mut conn.set) {
-            PollResult::SocketStateChanged => sent += 1,
-            PollResult::None => break,
+            PollResult::SocketStateChanged => out.sent += 1,
+            PollResult::None => {
+                refused = true;
+                break;
+            }
         }
         let next = iface.poll_at(now, &conn.set);
         if next.is_none_or(|t| t > now) {
@@ -744,14 +761,28 @@ fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id:
             break;
         }
     }
-    if sent > 0 {
-        trace!(conn = id, segments = sent, "egress");
+    if out.sent > 0 {
+        trace!(conn = id, segments = out.sent, "egress");
     }
-    match at {
-        Some(at) => core.settle_at(at, id, Cause::Egress),
-        None => core.settle(iface, id, Cause::Egress),
-    }
-    sent
+    let at = match at {
+        Some(at) => at,
+        None => iface.poll_at(now, &conn.set),
+    };
+    // smoltcp had something to send now and sent nothing more: the device
+    // refused a packet.
+    out.blocked = refused && at.is_some_and(|t| t <= now);
+    core.settle_at(at, id, Cause::Egress);
+    out
+}
+
+/// What [`egress`] did on one connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Egress {
+    /// Segments sent.
+    sent: usize,
+    /// The device refused a segment (back-pressure): the connection stays
+    /// dirty, and so should the others waiting for egress.
+    blocked: bool,
 }
 
 /// Applies socket options to a connection's smoltcp socket.

@@ -378,13 +378,17 @@ struct Core {
     socks: Vec<SockSlot>,
     free_socks: Vec<u32>,
     sock_count: usize,
-    dirty: Vec<ConnId>,
-    /// The dirty list being processed by `poll` (kept for its capacity).
-    scratch: Vec<ConnId>,
+    /// Connections waiting for egress, in order (each at most once: see
+    /// `Conn::dirty`).
+    dirty: VecDeque<ConnId>,
     /// Connection deadlines (entries may be stale: see `arm_timer`).
     timers: TimerWheel,
     /// Connections with a live entry in `timers`.
     armed: usize,
+    /// The device refused a packet since the start of the last egress
+    /// pass: user calls leave their connections on the dirty list instead
+    /// of trying the device again.
+    tx_blocked: bool,
     /// Scratch list for `expire_timers` (kept for its capacity).
     expired: Vec<(Instant, ConnId)>,
     time_wait: FxHashMap<FourTuple, Instant>,
@@ -589,10 +593,10 @@ impl<D: Device> Stack<D> {
                 socks: Vec::new(),
                 free_socks: Vec::new(),
                 sock_count: 0,
-                dirty: Vec::new(),
-                scratch: Vec::new(),
+                dirty: VecDeque::new(),
                 timers: TimerWheel::new(now),
                 armed: 0,
+                tx_blocked: false,
                 expired: Vec::new(),
                 time_wait: FxHashMap::default(),
                 tw_timers: VecDeque::new(),
@@ -656,28 +660,25 @@ impl<D: Device> Stack<D> {
             phy::RxToken::consume(rx, |frame| core.ingress(iface, frame, reply));
         }
         busy |= core.expire_timers(now);
-        // Swap the dirty list with the (empty) scratch list, so that both
-        // keep their capacity and connections dirtied by this pass wait for
-        // the next one.
-        let mut list = std::mem::take(&mut core.scratch);
-        std::mem::swap(&mut list, &mut core.dirty);
-        let mut done = 0;
-        while done < list.len() {
-            let id = list[done];
-            done += 1;
+        // The peer may have drained the link since the last refusal.
+        core.tx_blocked = false;
+        // Connections dirtied during this pass join the back of the list
+        // and wait for the next one.
+        let waiting = core.dirty.len();
+        for visited in 1..=waiting {
+            let Some(id) = core.dirty.pop_front() else {
+                break;
+            };
             let out = egress(device, iface, core, id);
             busy |= out.sent > 0;
             if out.blocked {
                 // The device is full: the connections not yet visited keep
-                // their turn, ahead of those dirtied in this pass, instead
-                // of each finding the device full again.
-                trace!(left = list.len() - done, "egress: device full");
-                core.dirty.splice(0..0, list.drain(done..));
+                // their turn at the front, instead of each finding the
+                // device full again.
+                trace!(left = waiting - visited, "egress: device full");
                 break;
             }
         }
-        list.clear();
-        core.scratch = list;
         busy
     }
 
@@ -693,15 +694,19 @@ impl<D: Device> Stack<D> {
             ..
         } = self;
         let now = core.now;
+        let blocked = core.tx_blocked;
         let Some(conn) = core.conn_mut(id) else {
             return;
         };
         let at = iface.poll_at(now, &conn.set);
-        if at.is_some_and(|t| t <= now) {
+        if at.is_some_and(|t| t <= now) && !blocked {
             // Something to send: egress settles the connection after it.
             conn.dirty = true;
             egress(device, iface, core, id);
         } else {
+            // Nothing to send now, or the device refused a packet since
+            // the last poll: settling puts the connection on the dirty list
+            // if it has something to send, for the next poll.
             core.settle_at(at, id, Cause::User);
         }
     }
@@ -771,6 +776,7 @@ fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id:
     // smoltcp had something to send now and sent nothing more: the device
     // refused a packet.
     out.blocked = refused && at.is_some_and(|t| t <= now);
+    core.tx_blocked |= out.blocked;
     core.settle_at(at, id, Cause::Egress);
     out
 }
@@ -838,7 +844,7 @@ impl Core {
             && !conn.dirty
         {
             conn.dirty = true;
-            self.dirty.push(id);
+            self.dirty.push_back(id);
             trace!(conn = id, "dirty");
         }
     }

@@ -291,6 +291,12 @@ impl<P: Protocol> Server<P> {
         &self.proto
     }
 
+    /// The protocol, taking the server apart (its sockets stay in the
+    /// stack).
+    pub fn into_protocol(self) -> P {
+        self.proto
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.conns.len()

@@ -7,7 +7,12 @@
 //! ## What it does
 //!
 //! - [`Stack`] runs over any smoltcp [`Device`](smoltcp::phy::Device) with
-//!   `Medium::Ip` (the in-memory `netdev::Link`). It never reads a clock:
+//!   `Medium::Ip` (the in-memory `netdev::Link`) or `Medium::Ethernet` (the
+//!   TAP, `netdev::Tap`, with the MAC of [`StackConfig::mac`]: the stack
+//!   skips the 14-byte header to demux IPv4, hands ARP to smoltcp, and keeps
+//!   the peers it hears from pinned in smoltcp's 256-entry ARP cache so that
+//!   an expired entry never stalls a connection for a second; see the
+//!   `stack::neighbor` module). It never reads a clock:
 //!   the caller passes `now` to [`Stack::poll`] and asks
 //!   [`Stack::poll_delay`] when to come back.
 //! - **No step scans all connections.** One smoltcp `Interface`; one
@@ -57,8 +62,8 @@
 //! - Blocking sockets: every socket behaves as non-blocking (`EAGAIN`,
 //!   `EINPROGRESS`) whatever `O_NONBLOCK` says; blocking comes with the
 //!   threaded mode.
-//! - Ethernet/TAP (`Medium::Ethernet`): [`Stack::new`] refuses other media
-//!   with `EINVAL`.
+//! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
+//!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
 //!   are dropped); established connections without keep-alive never time
 //!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).

@@ -76,14 +76,15 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol, Ipv4Packet,
-    TcpPacket,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol,
+    Ipv4Packet, TcpPacket,
 };
 use tracing::trace;
 
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
 use crate::timer::TimerWheel;
 
+mod neighbor;
 mod posix;
 
 /// `AF_INET`.
@@ -185,6 +186,11 @@ pub struct StackConfig {
     pub extra_addrs: Vec<Ipv4Addr>,
     /// Most socket sets (with their buffers) kept in the pool for reuse.
     pub pool_max: usize,
+    /// The stack's MAC address on an Ethernet device (`Medium::Ethernet`,
+    /// the TAP); unused on `Medium::Ip`. It must be unicast. The default is
+    /// the locally administered `02:00:a:b:c:d` for the address `a.b.c.d`,
+    /// so stacks with different addresses never share one.
+    pub mac: EthernetAddress,
 }
 
 impl StackConfig {
@@ -199,8 +205,16 @@ impl StackConfig {
             max_fds: eventpoll::DEFAULT_MAX_FDS,
             extra_addrs: Vec::new(),
             pool_max: 4096,
+            mac: default_mac(addr),
         }
     }
+}
+
+/// The default MAC of a stack at `addr`: `02:00` (locally administered,
+/// unicast) then the address's four bytes.
+fn default_mac(addr: Ipv4Addr) -> EthernetAddress {
+    let [a, b, c, d] = addr.octets();
+    EthernetAddress([0x02, 0x00, a, b, c, d])
 }
 
 /// A connection's identity: local and remote address and port.
@@ -240,8 +254,13 @@ pub struct Stats {
     pub conn_steps: u64,
     /// Packets received from the device.
     pub rx_packets: u64,
-    /// Packets handed to smoltcp without a connection (RST or ICMP replies).
+    /// Packets handed to smoltcp without a connection (RST or ICMP replies;
+    /// on Ethernet also ARP).
     pub unmatched: u64,
+    /// Ethernet only: neighbor (IP, MAC) pairs fed to smoltcp's ARP cache
+    /// by the stack, when learned and every 20 s after (see the
+    /// `stack::neighbor` module).
+    pub neighbor_feeds: u64,
 }
 
 /// A connection's index in the connection slab.
@@ -365,6 +384,10 @@ struct Core {
     addr: Ipv4Addr,
     /// Every local address, `addr` first.
     addrs: Vec<Ipv4Addr>,
+    /// Bytes before the IP header: 0 on `Medium::Ip`, 14 on Ethernet.
+    link_header: usize,
+    /// Ethernet only: the neighbors kept in smoltcp's ARP cache.
+    neighbors: Option<neighbor::Neighbors>,
     pool_max: usize,
     buffer_size: usize,
     caps: DeviceCapabilities,
@@ -533,12 +556,20 @@ fn next_random(state: &mut u64) -> u64 {
 }
 
 impl<D: Device> Stack<D> {
-    /// A stack on `device` (which must be `Medium::Ip` for now: `EINVAL`
-    /// otherwise), at time `now`. Fails with the OS error if no random seed
-    /// can be had.
+    /// A stack on `device` (`Medium::Ip`, or `Medium::Ethernet` with
+    /// [`StackConfig::mac`]; `EINVAL` otherwise, or for a multicast MAC), at
+    /// time `now`. Fails with the OS error if no random seed can be had.
     pub fn new(mut device: D, config: StackConfig, now: Instant) -> Result<Stack<D>, Errno> {
         let caps = device.capabilities();
-        if caps.medium != Medium::Ip || config.prefix_len > 32 {
+        let (hardware_addr, link_header) = match caps.medium {
+            Medium::Ip => (HardwareAddress::Ip, 0),
+            Medium::Ethernet if config.mac.is_unicast() => (
+                HardwareAddress::Ethernet(config.mac),
+                neighbor::ETHERNET_HEADER,
+            ),
+            _ => return Err(Errno::EINVAL),
+        };
+        if config.prefix_len > 32 {
             return Err(Errno::EINVAL);
         }
         let seed = match config.seed {
@@ -546,7 +577,7 @@ impl<D: Device> Stack<D> {
             None => getrandom::u64().map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))?,
         };
         let mut rng = seed;
-        let mut iface_config = Config::new(HardwareAddress::Ip);
+        let mut iface_config = Config::new(hardware_addr);
         iface_config.random_seed = next_random(&mut rng);
         let mut iface = Interface::new(iface_config, &mut device, now);
         let mut added = true;
@@ -580,6 +611,9 @@ impl<D: Device> Stack<D> {
             core: Core {
                 addr: config.addr,
                 addrs,
+                link_header,
+                neighbors: (link_header != 0)
+                    .then(|| neighbor::Neighbors::new(config.mac, config.addr, config.prefix_len)),
                 pool_max: config.pool_max,
                 buffer_size,
                 caps,
@@ -653,6 +687,7 @@ impl<D: Device> Stack<D> {
         }
         let now = core.now;
         core.reap();
+        core.refresh_neighbors(iface);
         let mut busy = false;
         while let Some((rx, reply)) = device.receive(now) {
             busy = true;
@@ -1087,9 +1122,15 @@ impl Core {
 
     /// Handles one received packet.
     fn ingress<T: phy::TxToken>(&mut self, iface: &mut Interface, frame: &[u8], reply: T) {
-        let Some(seg) = parse(frame) else {
+        let packet = if self.link_header == 0 {
+            Some(frame)
+        } else {
+            self.ethernet_ipv4(iface, frame)
+        };
+        let Some(seg) = packet.and_then(parse) else {
             if self.addrs.len() > 1
-                && let Ok(ip) = Ipv4Packet::new_checked(frame)
+                && let Some(packet) = packet
+                && let Ok(ip) = Ipv4Packet::new_checked(packet)
                 && !self.addrs.contains(&ip.dst_addr())
             {
                 trace!(dst = %ip.dst_addr(), "packet to a foreign address dropped");

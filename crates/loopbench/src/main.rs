@@ -30,6 +30,11 @@
 //! - `c1m`: 1,000,000 concurrent connections, then one request on each;
 //!   establish rate, request rate, RSS (`--connections N` for another
 //!   size). See [`scenarios::c1m`].
+//! - `threaded`: netstack's threaded mode (`NetThread`, blocking
+//!   `TcpStream`s from 4 client threads, a thread-per-connection server)
+//!   against the kernel with the same threads and against run-to-completion
+//!   usertcp; and the stack threads' CPU while idle. See
+//!   [`scenarios::threaded`].
 //!
 //! ## Method
 //!
@@ -165,6 +170,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// netstack's threaded mode: 4 blocking client threads and a
+    /// thread-per-connection server, vs the kernel with the same threads and
+    /// vs run-to-completion usertcp; idle stack-thread CPU.
+    Threaded {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Every scenario in turn, one table each.
     All {
         /// How long to measure.
@@ -219,6 +235,10 @@ fn main() -> ExitCode {
         }
         Command::Crr { opts, json } => {
             let report = (scenarios::crr::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Threaded { opts, json } => {
+            let report = (scenarios::threaded::run)(&opts.config());
             ok &= emit(&report, json.as_deref());
         }
         Command::C1m {
@@ -305,7 +325,7 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
-        for name in ["pingpong", "idle", "rr", "crr", "c1m"] {
+        for name in ["pingpong", "idle", "rr", "crr", "c1m", "threaded"] {
             assert!(
                 Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),
                 "{name}"

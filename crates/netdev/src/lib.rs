@@ -69,8 +69,12 @@
 //! copy dominating), nothing measurable at 65535 bytes. smoltcp spends far
 //! more than that on a TCP segment, so there is one implementation, not
 //! two. Across two threads the same model moved 1500-byte packets at about
-//! 75 ns each. Nothing wakes a thread when a packet arrives: the receiving
-//! side polls ([`LinkDevice::rx_queued`]).
+//! 75 ns each. By default nothing wakes a thread when a packet arrives: the
+//! receiving side polls ([`LinkDevice::rx_queued`]). A receiver that wants
+//! to sleep opts in to a readiness descriptor
+//! ([`LinkDevice::readiness_fd`], [`LinkDevice::arm_readiness`]) that the
+//! peer signals when a packet arrives for an armed receiver; it costs
+//! nothing until asked for.
 //!
 //! ## Example
 //!
@@ -91,6 +95,7 @@
 
 mod link;
 mod pcap;
+mod notify;
 mod ring;
 mod sync;
 mod tap;

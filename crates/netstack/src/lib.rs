@@ -59,16 +59,17 @@
 //!
 //! ## What it does not do (yet)
 //!
-//! - Blocking sockets: every socket behaves as non-blocking (`EAGAIN`,
-//!   `EINPROGRESS`) whatever `O_NONBLOCK` says; blocking comes with the
-//!   threaded mode.
+//! - Blocking sockets in run-to-completion use: every [`Stack`] call
+//!   behaves as non-blocking (`EAGAIN`, `EINPROGRESS`) whatever
+//!   `O_NONBLOCK` says. Blocking sockets are the [`threaded`] mode's:
+//!   [`NetThread::spawn`] puts the stack on its own thread, and its [`Net`]
+//!   handle (and [`TcpListener`], [`TcpStream`], [`Epoll`]) block.
 //! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
 //!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
 //!   are dropped); established connections without keep-alive never time
 //!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
-//! - The idiomatic `TcpStream`/`TcpListener` layer.
 //! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
 //!   as the epoll's counters on each harvest event, not as events of their
 //!   own (eventpoll has no tracing).
@@ -83,11 +84,14 @@
 //! - A socket's stored readiness is updated before its queue is woken.
 //! - Nothing a peer sends or a caller passes panics: malformed packets are
 //!   handed to smoltcp or dropped, bad arguments are errno.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod socket;
 mod stack;
 mod timer;
+#[allow(unsafe_code)] // the stack thread's system calls, each with its SAFETY
+mod sys;
+pub mod threaded;
 
 pub use socket::{File, Socket};
 pub use stack::{
@@ -96,4 +100,7 @@ pub use stack::{
     MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE,
     SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET,
     Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
+};
+pub use threaded::{
+    Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,
 };

@@ -18,7 +18,8 @@
 //! its epitems: Linux's file-description rule for epoll.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use eventpoll::{BasicFile, EventPoll, Events, FileDescription, Pollable, WaitQueue};
 
@@ -78,6 +79,10 @@ pub struct Socket {
     wait_queue: WaitQueue,
     readiness: AtomicU32,
     nonblocking: AtomicBool,
+    /// `SO_RCVTIMEO` in nanoseconds, 0 for none (used by the threaded mode).
+    rcv_timeout: AtomicU64,
+    /// `SO_SNDTIMEO` in nanoseconds, 0 for none.
+    snd_timeout: AtomicU64,
     reaper: Reaper,
 }
 
@@ -88,6 +93,8 @@ impl Socket {
             wait_queue: WaitQueue::new(),
             readiness: AtomicU32::new(readiness.bits()),
             nonblocking: AtomicBool::new(nonblocking),
+            rcv_timeout: AtomicU64::new(0),
+            snd_timeout: AtomicU64::new(0),
             reaper,
         }
     }
@@ -105,10 +112,43 @@ impl Socket {
         self.nonblocking.store(nonblocking, Ordering::Relaxed);
     }
 
+    /// `SO_RCVTIMEO`: how long a blocking receive (or accept) waits; `None`
+    /// waits forever. Only the threaded mode blocks.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        nanos_to_timeout(self.rcv_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Sets `SO_RCVTIMEO`; `None` or zero waits forever (as Linux's zero
+    /// `timeval`).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.rcv_timeout
+            .store(timeout_to_nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// `SO_SNDTIMEO`: how long a blocking send (or connect) waits.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        nanos_to_timeout(self.snd_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Sets `SO_SNDTIMEO`; `None` or zero waits forever.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
+        self.snd_timeout
+            .store(timeout_to_nanos(timeout), Ordering::Relaxed);
+    }
+
     /// Stores the readiness computed by the stack (before any wake).
     pub(crate) fn set_readiness(&self, readiness: Events) {
         self.readiness.store(readiness.bits(), Ordering::Release);
     }
+}
+
+fn nanos_to_timeout(nanos: u64) -> Option<Duration> {
+    (nanos != 0).then(|| Duration::from_nanos(nanos))
+}
+
+/// Zero means none; a timeout past ~584 years is saturated.
+fn timeout_to_nanos(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Pollable for Socket {

@@ -12,6 +12,7 @@ pub mod idle;
 pub mod net;
 pub mod pingpong;
 pub mod rr;
+pub mod threaded;
 
 use std::io;
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "c1m",
         run: c1m::run,
+    },
+    Scenario {
+        name: "threaded",
+        run: threaded::run,
     },
 ];
 

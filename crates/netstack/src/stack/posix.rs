@@ -615,6 +615,20 @@ impl<D: Device> Stack<D> {
             .map_or(Err(Errno::EPERM), |p| Ok(p.poll()))
     }
 
+    /// The file description behind `fd` (`EBADF` if none), for drivers
+    /// that wait on its wait queue (the threaded mode).
+    pub fn file(&self, fd: i32) -> Result<File, Errno> {
+        self.files.get(fd)
+    }
+
+    /// Closes every descriptor, as a process exit does: sockets close
+    /// (FIN, or RST with unread data) at the next [`poll`](Stack::poll),
+    /// epolls drop their registrations.
+    pub fn close_all(&mut self) {
+        self.files.clear();
+        self.core.reap();
+    }
+
     // ---- helpers ------------------------------------------------------------
 
     fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {

@@ -214,7 +214,19 @@ fn loopback(port: u16) -> libc::sockaddr_in {
 /// A listening socket on 127.0.0.1 at a port the kernel picks
 /// (`SO_REUSEADDR`, `bind`, `listen(backlog)`), and that port.
 pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
+    tcp_listener_with(backlog, &[])
+}
+
+/// An integer socket option: (level, name, value), for `setsockopt`.
+pub type SockOpt = (i32, i32, i32);
+
+/// Like [`tcp_listener`], with `options` set before `listen` (accepted
+/// sockets inherit `SO_SNDBUF`, `SO_RCVBUF` and `TCP_MAXSEG` from it).
+pub fn tcp_listener_with(backlog: i32, options: &[SockOpt]) -> io::Result<(OwnedFd, u16)> {
     let fd = tcp_socket()?;
+    for &(level, name, value) in options {
+        set_int_option(fd.as_fd(), level, name, value)?;
+    }
     set_int_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     let addr = loopback(0);
     // SAFETY: `addr` is a live sockaddr_in of the size passed, only read.
@@ -240,7 +252,16 @@ pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
 /// A non-blocking connect to 127.0.0.1:`port`: the new socket, the
 /// connection completing (`EINPROGRESS` is success here) or complete.
 pub fn tcp_connect(port: u16) -> io::Result<OwnedFd> {
+    tcp_connect_with(port, &[])
+}
+
+/// Like [`tcp_connect`], with `options` set before `connect` (so that
+/// `TCP_MAXSEG` and the buffer sizes shape the handshake).
+pub fn tcp_connect_with(port: u16, options: &[SockOpt]) -> io::Result<OwnedFd> {
     let fd = tcp_socket()?;
+    for &(level, name, value) in options {
+        set_int_option(fd.as_fd(), level, name, value)?;
+    }
     let addr = loopback(port);
     // SAFETY: `addr` is a live sockaddr_in of the size passed, only read;
     // the descriptor is open (owned).

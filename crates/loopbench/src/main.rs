@@ -63,11 +63,14 @@ mod alloc_count;
 mod kernel;
 mod machine;
 mod measure;
+mod plot;
+mod progress;
 mod report;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -94,7 +97,15 @@ struct Cli {
     /// The scenario to run.
     #[command(subcommand)]
     command: Command,
+    /// Also draw PNG charts into DIR (created if needed): a bar chart of
+    /// the ratios of every report, and for `scale` requests/s against
+    /// connections on log axes.
+    #[arg(long, value_name = "DIR", global = true)]
+    plot: Option<PathBuf>,
 }
+
+/// The `--plot` directory, set once in `main`.
+static PLOT_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The subcommands: one per scenario, plus `all`.
 #[derive(Subcommand, Debug)]
@@ -165,6 +176,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s:
+    /// usertcp vs the kernel (one core, and two) vs stock smoltcp.
+    Bulk {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Requests/s as active connections grow 1, 10, ... 1M: usertcp, the
+    /// kernel (to the descriptor limit), stock smoltcp (within a time
+    /// budget).
+    Scale {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// The largest connection count (default 1M; 10k with --quick).
+        #[arg(long, value_name = "N")]
+        max_connections: Option<usize>,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Bytes per idle established connection, both ends: usertcp's heap
+    /// vs the kernel's slab and socket memory.
+    Memory {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Every scenario in turn, one table each.
     All {
         /// How long to measure.
@@ -199,6 +244,9 @@ impl RunOpts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = cli.plot {
+        let _ = PLOT_DIR.set(dir);
+    }
     let mut ok = true;
     match cli.command {
         Command::Epoll { opts, json } => {
@@ -233,6 +281,26 @@ fn main() -> ExitCode {
             };
             ok &= emit(&report, json.as_deref());
         }
+        Command::Bulk { opts, json } => {
+            let report = (scenarios::bulk::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Scale {
+            opts,
+            max_connections,
+            json,
+        } => {
+            let config = opts.config();
+            let report = match max_connections {
+                Some(n) => scenarios::scale::run_with(&config, n),
+                None => scenarios::scale::run(&config),
+            };
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Memory { opts, json } => {
+            let report = (scenarios::memory::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
         Command::All { opts, json_dir } => {
             let config = opts.config();
             if let Some(dir) = &json_dir
@@ -262,15 +330,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the report's table and writes its JSON to `json` if given.
-/// Returns false if the JSON could not be written.
+/// Prints the report's table, writes its JSON to `json` if given and its
+/// charts into the `--plot` directory if one was given. Returns false if a
+/// file could not be written.
 fn emit(report: &Report, json: Option<&Path>) -> bool {
     println!("{}", report.table());
-    let Some(path) = json else { return true };
+    let mut ok = true;
+    if let Some(dir) = PLOT_DIR.get() {
+        if plot::font().is_none() {
+            eprintln!(
+                "loopbench: no TrueType font found (set LOOPBENCH_FONT, or install \
+                 fonts-dejavu-core): charts without text"
+            );
+        }
+        match plot::write(report, dir) {
+            Ok(paths) => {
+                for path in paths {
+                    eprintln!("loopbench: wrote {}", path.display());
+                }
+            }
+            Err(err) => {
+                eprintln!(
+                    "loopbench: cannot draw the charts of {}: {err}",
+                    report.scenario
+                );
+                ok = false;
+            }
+        }
+    }
+    let Some(path) = json else { return ok };
     match std::fs::write(path, report.json()) {
         Ok(()) => {
             eprintln!("loopbench: wrote {}", path.display());
-            true
+            ok
         }
         Err(err) => {
             eprintln!("loopbench: cannot write {}: {err}", path.display());
@@ -305,12 +397,25 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
-        for name in ["pingpong", "idle", "rr", "crr", "c1m"] {
+        for name in [
+            "pingpong", "idle", "rr", "crr", "c1m", "bulk", "scale", "memory",
+        ] {
             assert!(
                 Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),
                 "{name}"
             );
         }
+        let cli =
+            Cli::try_parse_from(["loopbench", "all", "--quick", "--plot", "target/p"]).unwrap();
+        assert_eq!(cli.plot.as_deref(), Some(Path::new("target/p")));
+        let cli = Cli::try_parse_from(["loopbench", "scale", "--max-connections", "100"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scale {
+                max_connections: Some(100),
+                ..
+            }
+        ));
         let cli = Cli::try_parse_from(["loopbench", "c1m", "--connections", "1000"]).unwrap();
         assert!(matches!(
             cli.command,

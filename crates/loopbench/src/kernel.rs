@@ -237,6 +237,12 @@ pub fn tcp_listener_with(backlog: i32, options: &[SockOpt]) -> io::Result<(Owned
     ))?;
     // SAFETY: listen takes two integers; the descriptor is open (owned).
     syscall!(listen(fd.as_raw_fd(), backlog))?;
+    let port = local_port(fd.as_fd())?;
+    Ok((fd, port))
+}
+
+/// The local port of a bound socket (`getsockname`).
+pub fn local_port(fd: BorrowedFd<'_>) -> io::Result<u16> {
     let mut bound = loopback(0);
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: `bound` is a writable sockaddr_in and `len` holds its size;
@@ -246,7 +252,7 @@ pub fn tcp_listener_with(backlog: i32, options: &[SockOpt]) -> io::Result<(Owned
         (&mut bound as *mut libc::sockaddr_in).cast(),
         &mut len
     ))?;
-    Ok((fd, u16::from_be(bound.sin_port)))
+    Ok(u16::from_be(bound.sin_port))
 }
 
 /// A non-blocking connect to 127.0.0.1:`port`: the new socket, the

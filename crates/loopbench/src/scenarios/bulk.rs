@@ -54,7 +54,7 @@ use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
 use super::net::{self, CLIENT, PORT, SERVER, now};
-use super::{Pinned, boxed, measure_sides};
+use super::{Pinned, boxed, measure_sides, two_core_label};
 
 /// The cases, one row each: (streams, MTU).
 pub const CASES: [(usize, usize); 4] = [(1, 1500), (8, 1500), (1, 65535), (8, 65535)];
@@ -790,16 +790,7 @@ pub fn run(cfg: &Config) -> Report {
             row = row.note(note.clone());
         }
         rows.push(row);
-        let mut two = Row::new(
-            match (pinned.cpu, pinned.other) {
-                (Some(a), Some(b)) => format!("  the same, kernel on two cores (CPUs {a} and {b})"),
-                _ => "  the same, kernel on two cores".to_owned(),
-            },
-            Metric::GbitPerSec,
-            u,
-            k2,
-        )
-        .note(
+        let mut two = Row::new(two_core_label(&pinned), Metric::GbitPerSec, u, k2).note(
             "kernel sender and receiver on two pinned cores: twice usertcp's CPU budget, no target",
         );
         if let Some(note) = mss_note {

@@ -190,6 +190,16 @@ impl Pinned {
         }
     }
 
+    /// A kernel pair whose server runs on a thread pinned to
+    /// [`Pinned::other`], the client staying on this (pinned) thread: the
+    /// kernel's two-core rows.
+    pub fn two_cores(&self) -> io::Result<net::KernelPair> {
+        match self.other {
+            Some(cpu) => net::KernelPair::two_cores(cpu),
+            None => Err(io::Error::other("no second usable CPU")),
+        }
+    }
+
     fn failed(why: String) -> Pinned {
         Pinned {
             previous: None,
@@ -207,6 +217,20 @@ impl Drop for Pinned {
             let _ = kernel::set_thread_affinity(cpus);
         }
     }
+}
+
+/// The label of a kernel two-core row.
+pub fn two_core_label(pinned: &Pinned) -> String {
+    match (pinned.cpu, pinned.other) {
+        (Some(a), Some(b)) => format!("  the same, kernel on two cores (CPUs {a} and {b})"),
+        _ => "  the same, kernel on two cores".to_owned(),
+    }
+}
+
+/// The note of a kernel two-core row.
+pub fn two_core_note() -> &'static str {
+    "kernel client and server on two pinned cores (server thread spinning on epoll_wait(0) \
+     while busy): twice usertcp's CPU budget, shown for context, no target"
 }
 
 /// A count for labels: `10k`, `1M`, `1234`.

@@ -30,16 +30,50 @@
 //! - `c1m`: 1,000,000 concurrent connections, then one request on each;
 //!   establish rate, request rate, RSS (`--connections N` for another
 //!   size). See [`scenarios::c1m`].
+//! - `bulk`: throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s
+//!   of payload received. See [`scenarios::bulk`].
+//! - `scale`: requests/s as active connections grow 1, 10, ... 1M
+//!   (`--max-connections N`; 10k with `--quick`). See [`scenarios::scale`].
+//! - `memory`: bytes per idle established connection, both ends, usertcp
+//!   vs the kernel. See [`scenarios::memory`].
 //!
-//! ## Method
+//! ## Fairness: the rules every scenario follows
 //!
-//! Each side is calibrated to runs of about 100 ms, warmed up, then run 5
-//! times (3 with `--quick`), usertcp and kernel runs interleaved so that
-//! noise from other processes hits both alike; the median is reported (see
-//! [`measure`]). `c1m` is the exception: a million connections are opened
-//! once, so its figures are single measurements. Memory is measured with a counting global allocator (see
+//! 1. **The same CPU budget.** usertcp's two stacks (client and server)
+//!    share one thread; the kernel's client and server share one thread
+//!    too, and the network scenarios pin that thread to one CPU with
+//!    `sched_setaffinity` ([`scenarios::Pinned`]) so that the kernel's
+//!    softirq work for loopback runs on the same core. Where it applies
+//!    (`pingpong`, `rr`, `crr`, `bulk`) a second kernel row gives the
+//!    kernel two cores (its server or receiver on a thread pinned to the
+//!    other CPU): twice the budget, shown for context, never a target.
+//! 2. **Warm-up** before measuring, on every side.
+//! 3. **Several runs, the median**: each side is calibrated to runs of
+//!    about 100 ms, warmed up, then run 5 times (3 with `--quick`), the
+//!    sides' runs interleaved so that noise from other processes hits all
+//!    alike; the median is reported (see [`measure`]). `c1m` and `memory`
+//!    are the exceptions (connections opened once: single readings, or the
+//!    median of a few rounds for the kernel's system-wide counters), and
+//!    say so.
+//! 4. **The machine** (CPU model, cores, kernel, load average) is printed
+//!    with every table and stored in every JSON file ([`machine`]).
+//! 5. **The same work**: the same message sizes, buffer sizes and
+//!    connection counts on every side; where the kernel cannot follow (the
+//!    descriptor limit, an MTU the host's `lo` does not have) the row says
+//!    what was done instead, and gives no ratio if the figures are not
+//!    comparable.
+//!
+//! Memory is measured with a counting global allocator (see
 //! [`alloc_count`]). Nothing printed is computed from constants: every
 //! figure comes from this run.
+//!
+//! ## Output
+//!
+//! Every report prints a table (usertcp, kernel, stock smoltcp where it
+//! applies, the ratios, the target and PASS/MISS); `--json FILE` (or
+//! `all --json-dir DIR`) writes the same as JSON; `--plot DIR` draws PNG
+//! charts ([`plot`]). Long scenarios show a progress bar when stderr is a
+//! terminal ([`progress`]).
 //!
 //! ## Running it
 //!
@@ -50,6 +84,8 @@
 //! cargo run --release -p loopbench -- epoll --quick         # ~10-20 s
 //! cargo run --release -p loopbench -- epoll --json out.json # table + JSON
 //! cargo run --release -p loopbench -- all --quick --json-dir results/
+//! cargo run --release -p loopbench -- all --quick --plot target/plots
+//! cargo run --release -p loopbench -- scale --max-connections 100000
 //! ```
 //!
 //! Always build in release mode: a debug build measures the debug build.

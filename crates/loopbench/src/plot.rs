@@ -2,7 +2,8 @@
 //!
 //! - `DIR/<scenario>-ratios.png`, for every report with a ratio: one
 //!   horizontal bar per row for "vs kernel" and one for "vs stock smoltcp",
-//!   on a log axis with a line at 1x (right of it, usertcp is better).
+//!   growing from a line at 1x on a log axis (to the right where usertcp
+//!   is better, to the left where it is worse).
 //! - `DIR/<scenario>.png`, for reports whose rows sit on an x axis
 //!   ([`Row::x`], e.g. `scale`'s connection counts): each side's figure
 //!   against x, both axes logarithmic.
@@ -165,14 +166,15 @@ pub fn ratios(report: &Report, path: &Path, text: bool) -> io::Result<()> {
             let Some(v) = value.filter(|v| *v > 0.0) else {
                 continue;
             };
+            // Bars grow from the 1x line: right when usertcp is better.
             chart
-                .draw_series([Rectangle::new([(lo, top), (v, bottom)], color.filled())])
+                .draw_series([Rectangle::new([(1.0, top), (v, bottom)], color.filled())])
                 .map_err(draw_err)?;
             if text {
                 chart
                     .draw_series([Text::new(
                         format!("{}x", format_number(v)),
-                        (v, (top + bottom) / 2.0),
+                        (v.max(1.0), (top + bottom) / 2.0),
                         left_centred(),
                     )])
                     .map_err(draw_err)?;
@@ -189,18 +191,19 @@ pub fn ratios(report: &Report, path: &Path, text: bool) -> io::Result<()> {
     }
     if text {
         let legend = (FAMILY, 13).into_font();
-        labels
-            .draw(&Rectangle::new([(8, 12), (22, 24)], USERTCP.filled()))
-            .map_err(draw_err)?;
-        labels
-            .draw(&Text::new("vs kernel", (28, 12), legend.clone()))
-            .map_err(draw_err)?;
-        labels
-            .draw(&Rectangle::new([(8, 32), (22, 44)], SMOLTCP.filled()))
-            .map_err(draw_err)?;
-        labels
-            .draw(&Text::new("vs stock smoltcp", (28, 32), legend))
-            .map_err(draw_err)?;
+        let mut keys = vec![("vs kernel", USERTCP)];
+        if rows.iter().any(|r| r.vs_smoltcp().is_some()) {
+            keys.push(("vs stock smoltcp", SMOLTCP));
+        }
+        for (i, (name, color)) in keys.into_iter().enumerate() {
+            let y = 12 + 20 * i as i32;
+            labels
+                .draw(&Rectangle::new([(8, y), (22, y + 12)], color.filled()))
+                .map_err(draw_err)?;
+            labels
+                .draw(&Text::new(name, (28, y), legend.clone()))
+                .map_err(draw_err)?;
+        }
     }
     root.present().map_err(draw_err)?;
     Ok(())

@@ -680,6 +680,37 @@ mod tests {
     }
 
     #[test]
+    fn json_carries_throughput_rows_and_chart_positions() {
+        let r = report(vec![
+            Row::new(
+                "bulk",
+                Metric::GbitPerSec,
+                Figure::Value(30.0),
+                Figure::Value(20.0),
+            )
+            .smoltcp(Figure::Value(10.0)),
+            Row::new(
+                "1k connections",
+                Metric::ReqPerSec,
+                Figure::Value(4e5),
+                Figure::NotAvailable("RLIMIT_NOFILE".into()),
+            )
+            .at(1000.0),
+        ]);
+        let json = r.json();
+        assert!(
+            json.contains(
+                "\"metric\": \"gbit_per_s\", \"usertcp\": 30, \"kernel\": 20, \"vs_kernel\": 1.5, \
+                 \"smoltcp\": 10, \"vs_smoltcp\": 3"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"x\": 1000"), "{json}");
+        assert_eq!(json.matches("\"x\":").count(), 1, "{json}");
+        assert!(r.table().contains("Gbit/s"));
+    }
+
+    #[test]
     fn tiny_figures_keep_their_digits() {
         assert_eq!(json_num(3.5354e-5), "3.535e-5");
         assert_eq!(json_num(0.25), "0.25");

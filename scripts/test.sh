@@ -22,4 +22,4 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p netdev --release --lib -- --test-threads=1
 
 echo "== loopbench smoke run (checks that it runs, not how fast) =="
-cargo run --release -p loopbench -- all --quick --json-dir target/loopbench
+cargo run --release -p loopbench -- all --quick --json-dir target/loopbench --plot target/plots

@@ -214,7 +214,19 @@ fn loopback(port: u16) -> libc::sockaddr_in {
 /// A listening socket on 127.0.0.1 at a port the kernel picks
 /// (`SO_REUSEADDR`, `bind`, `listen(backlog)`), and that port.
 pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
+    tcp_listener_with(backlog, &[])
+}
+
+/// An integer socket option: (level, name, value), for `setsockopt`.
+pub type SockOpt = (i32, i32, i32);
+
+/// Like [`tcp_listener`], with `options` set before `listen` (accepted
+/// sockets inherit `SO_SNDBUF`, `SO_RCVBUF` and `TCP_MAXSEG` from it).
+pub fn tcp_listener_with(backlog: i32, options: &[SockOpt]) -> io::Result<(OwnedFd, u16)> {
     let fd = tcp_socket()?;
+    for &(level, name, value) in options {
+        set_int_option(fd.as_fd(), level, name, value)?;
+    }
     set_int_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     let addr = loopback(0);
     // SAFETY: `addr` is a live sockaddr_in of the size passed, only read.
@@ -225,6 +237,12 @@ pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
     ))?;
     // SAFETY: listen takes two integers; the descriptor is open (owned).
     syscall!(listen(fd.as_raw_fd(), backlog))?;
+    let port = local_port(fd.as_fd())?;
+    Ok((fd, port))
+}
+
+/// The local port of a bound socket (`getsockname`).
+pub fn local_port(fd: BorrowedFd<'_>) -> io::Result<u16> {
     let mut bound = loopback(0);
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: `bound` is a writable sockaddr_in and `len` holds its size;
@@ -234,13 +252,22 @@ pub fn tcp_listener(backlog: i32) -> io::Result<(OwnedFd, u16)> {
         (&mut bound as *mut libc::sockaddr_in).cast(),
         &mut len
     ))?;
-    Ok((fd, u16::from_be(bound.sin_port)))
+    Ok(u16::from_be(bound.sin_port))
 }
 
 /// A non-blocking connect to 127.0.0.1:`port`: the new socket, the
 /// connection completing (`EINPROGRESS` is success here) or complete.
 pub fn tcp_connect(port: u16) -> io::Result<OwnedFd> {
+    tcp_connect_with(port, &[])
+}
+
+/// Like [`tcp_connect`], with `options` set before `connect` (so that
+/// `TCP_MAXSEG` and the buffer sizes shape the handshake).
+pub fn tcp_connect_with(port: u16, options: &[SockOpt]) -> io::Result<OwnedFd> {
     let fd = tcp_socket()?;
+    for &(level, name, value) in options {
+        set_int_option(fd.as_fd(), level, name, value)?;
+    }
     let addr = loopback(port);
     // SAFETY: `addr` is a live sockaddr_in of the size passed, only read;
     // the descriptor is open (owned).

@@ -35,16 +35,50 @@
 //!   against the kernel with the same threads and against run-to-completion
 //!   usertcp; and the stack threads' CPU while idle. See
 //!   [`scenarios::threaded`].
+//! - `bulk`: throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s
+//!   of payload received. See [`scenarios::bulk`].
+//! - `scale`: requests/s as active connections grow 1, 10, ... 1M
+//!   (`--max-connections N`; 10k with `--quick`). See [`scenarios::scale`].
+//! - `memory`: bytes per idle established connection, both ends, usertcp
+//!   vs the kernel. See [`scenarios::memory`].
 //!
-//! ## Method
+//! ## Fairness: the rules every scenario follows
 //!
-//! Each side is calibrated to runs of about 100 ms, warmed up, then run 5
-//! times (3 with `--quick`), usertcp and kernel runs interleaved so that
-//! noise from other processes hits both alike; the median is reported (see
-//! [`measure`]). `c1m` is the exception: a million connections are opened
-//! once, so its figures are single measurements. Memory is measured with a counting global allocator (see
+//! 1. **The same CPU budget.** usertcp's two stacks (client and server)
+//!    share one thread; the kernel's client and server share one thread
+//!    too, and the network scenarios pin that thread to one CPU with
+//!    `sched_setaffinity` ([`scenarios::Pinned`]) so that the kernel's
+//!    softirq work for loopback runs on the same core. Where it applies
+//!    (`pingpong`, `rr`, `crr`, `bulk`) a second kernel row gives the
+//!    kernel two cores (its server or receiver on a thread pinned to the
+//!    other CPU): twice the budget, shown for context, never a target.
+//! 2. **Warm-up** before measuring, on every side.
+//! 3. **Several runs, the median**: each side is calibrated to runs of
+//!    about 100 ms, warmed up, then run 5 times (3 with `--quick`), the
+//!    sides' runs interleaved so that noise from other processes hits all
+//!    alike; the median is reported (see [`measure`]). `c1m` and `memory`
+//!    are the exceptions (connections opened once: single readings, or the
+//!    median of a few rounds for the kernel's system-wide counters), and
+//!    say so.
+//! 4. **The machine** (CPU model, cores, kernel, load average) is printed
+//!    with every table and stored in every JSON file ([`machine`]).
+//! 5. **The same work**: the same message sizes, buffer sizes and
+//!    connection counts on every side; where the kernel cannot follow (the
+//!    descriptor limit, an MTU the host's `lo` does not have) the row says
+//!    what was done instead, and gives no ratio if the figures are not
+//!    comparable.
+//!
+//! Memory is measured with a counting global allocator (see
 //! [`alloc_count`]). Nothing printed is computed from constants: every
 //! figure comes from this run.
+//!
+//! ## Output
+//!
+//! Every report prints a table (usertcp, kernel, stock smoltcp where it
+//! applies, the ratios, the target and PASS/MISS); `--json FILE` (or
+//! `all --json-dir DIR`) writes the same as JSON; `--plot DIR` draws PNG
+//! charts ([`plot`]). Long scenarios show a progress bar when stderr is a
+//! terminal ([`progress`]).
 //!
 //! ## Running it
 //!
@@ -55,6 +89,8 @@
 //! cargo run --release -p loopbench -- epoll --quick         # ~10-20 s
 //! cargo run --release -p loopbench -- epoll --json out.json # table + JSON
 //! cargo run --release -p loopbench -- all --quick --json-dir results/
+//! cargo run --release -p loopbench -- all --quick --plot target/plots
+//! cargo run --release -p loopbench -- scale --max-connections 100000
 //! ```
 //!
 //! Always build in release mode: a debug build measures the debug build.
@@ -68,11 +104,14 @@ mod alloc_count;
 mod kernel;
 mod machine;
 mod measure;
+mod plot;
+mod progress;
 mod report;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -99,7 +138,15 @@ struct Cli {
     /// The scenario to run.
     #[command(subcommand)]
     command: Command,
+    /// Also draw PNG charts into DIR (created if needed): a bar chart of
+    /// the ratios of every report, and for `scale` requests/s against
+    /// connections on log axes.
+    #[arg(long, value_name = "DIR", global = true)]
+    plot: Option<PathBuf>,
 }
+
+/// The `--plot` directory, set once in `main`.
+static PLOT_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The subcommands: one per scenario, plus `all`.
 #[derive(Subcommand, Debug)]
@@ -181,6 +228,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s:
+    /// usertcp vs the kernel (one core, and two) vs stock smoltcp.
+    Bulk {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Requests/s as active connections grow 1, 10, ... 1M: usertcp, the
+    /// kernel (to the descriptor limit), stock smoltcp (within a time
+    /// budget).
+    Scale {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// The largest connection count (default 1M; 10k with --quick).
+        #[arg(long, value_name = "N")]
+        max_connections: Option<usize>,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Bytes per idle established connection, both ends: usertcp's heap
+    /// vs the kernel's slab and socket memory.
+    Memory {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Every scenario in turn, one table each.
     All {
         /// How long to measure.
@@ -215,6 +296,9 @@ impl RunOpts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = cli.plot {
+        let _ = PLOT_DIR.set(dir);
+    }
     let mut ok = true;
     match cli.command {
         Command::Epoll { opts, json } => {
@@ -253,6 +337,26 @@ fn main() -> ExitCode {
             };
             ok &= emit(&report, json.as_deref());
         }
+        Command::Bulk { opts, json } => {
+            let report = (scenarios::bulk::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Scale {
+            opts,
+            max_connections,
+            json,
+        } => {
+            let config = opts.config();
+            let report = match max_connections {
+                Some(n) => scenarios::scale::run_with(&config, n),
+                None => scenarios::scale::run(&config),
+            };
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Memory { opts, json } => {
+            let report = (scenarios::memory::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
         Command::All { opts, json_dir } => {
             let config = opts.config();
             if let Some(dir) = &json_dir
@@ -282,15 +386,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the report's table and writes its JSON to `json` if given.
-/// Returns false if the JSON could not be written.
+/// Prints the report's table, writes its JSON to `json` if given and its
+/// charts into the `--plot` directory if one was given. Returns false if a
+/// file could not be written.
 fn emit(report: &Report, json: Option<&Path>) -> bool {
     println!("{}", report.table());
-    let Some(path) = json else { return true };
+    let mut ok = true;
+    if let Some(dir) = PLOT_DIR.get() {
+        if plot::font().is_none() {
+            eprintln!(
+                "loopbench: no TrueType font found (set LOOPBENCH_FONT, or install \
+                 fonts-dejavu-core): charts without text"
+            );
+        }
+        match plot::write(report, dir) {
+            Ok(paths) => {
+                for path in paths {
+                    eprintln!("loopbench: wrote {}", path.display());
+                }
+            }
+            Err(err) => {
+                eprintln!(
+                    "loopbench: cannot draw the charts of {}: {err}",
+                    report.scenario
+                );
+                ok = false;
+            }
+        }
+    }
+    let Some(path) = json else { return ok };
     match std::fs::write(path, report.json()) {
         Ok(()) => {
             eprintln!("loopbench: wrote {}", path.display());
-            true
+            ok
         }
         Err(err) => {
             eprintln!("loopbench: cannot write {}: {err}", path.display());
@@ -325,12 +453,25 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
-        for name in ["pingpong", "idle", "rr", "crr", "c1m", "threaded"] {
+        for name in [
+            "pingpong", "idle", "rr", "crr", "c1m", "threaded", "bulk", "scale", "memory",
+        ] {
             assert!(
                 Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),
                 "{name}"
             );
         }
+        let cli =
+            Cli::try_parse_from(["loopbench", "all", "--quick", "--plot", "target/p"]).unwrap();
+        assert_eq!(cli.plot.as_deref(), Some(Path::new("target/p")));
+        let cli = Cli::try_parse_from(["loopbench", "scale", "--max-connections", "100"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scale {
+                max_connections: Some(100),
+                ..
+            }
+        ));
         let cli = Cli::try_parse_from(["loopbench", "c1m", "--connections", "1000"]).unwrap();
         assert!(matches!(
             cli.command,

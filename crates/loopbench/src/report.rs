@@ -45,6 +45,8 @@ pub enum Metric {
     Bytes,
     /// A count of things reached (e.g. connections established).
     Count,
+    /// Payload throughput, gigabits per second (higher is better).
+    GbitPerSec,
 }
 
 impl Metric {
@@ -62,6 +64,7 @@ impl Metric {
             Metric::BytesPerConn => "bytes_per_conn",
             Metric::Bytes => "bytes",
             Metric::Count => "count",
+            Metric::GbitPerSec => "gbit_per_s",
         }
     }
 
@@ -79,6 +82,7 @@ impl Metric {
             Metric::BytesPerConn => "B/conn",
             Metric::Bytes => "bytes",
             Metric::Count => "count",
+            Metric::GbitPerSec => "Gbit/s",
         }
     }
 
@@ -86,7 +90,11 @@ impl Metric {
     pub fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Metric::Fraction | Metric::ReqPerSec | Metric::ConnsPerSec | Metric::Count
+            Metric::Fraction
+                | Metric::ReqPerSec
+                | Metric::ConnsPerSec
+                | Metric::Count
+                | Metric::GbitPerSec
         )
     }
 }
@@ -215,6 +223,9 @@ pub struct Row {
     pub smoltcp_comparable: bool,
     /// Remarks printed under the table (and kept in JSON).
     pub notes: Vec<String>,
+    /// Where the row sits on a chart's x axis (e.g. its connection count):
+    /// rows with one are drawn as curves by `--plot` (see `crate::plot`).
+    pub x: Option<f64>,
 }
 
 impl Row {
@@ -235,7 +246,14 @@ impl Row {
             comparable: true,
             smoltcp_comparable: true,
             notes: Vec::new(),
+            x: None,
         }
+    }
+
+    /// The row placed at `x` on a chart's x axis (see [`Row::x`]).
+    pub fn at(mut self, x: f64) -> Row {
+        self.x = Some(x);
+        self
     }
 
     /// The row with a stock-smoltcp figure.
@@ -483,6 +501,9 @@ impl Report {
                     notes.push(format!("{side} {why}"));
                 }
             }
+            if let Some(x) = row.x {
+                fields.push(format!("\"x\": {}", json_num(x)));
+            }
             if !notes.is_empty() {
                 let list: Vec<String> = notes.iter().map(|n| json_str(n)).collect();
                 fields.push(format!("\"notes\": [{}]", list.join(", ")));
@@ -656,6 +677,37 @@ mod tests {
             "{json}"
         );
         assert!(!json.contains("smoltcp"), "{json}");
+    }
+
+    #[test]
+    fn json_carries_throughput_rows_and_chart_positions() {
+        let r = report(vec![
+            Row::new(
+                "bulk",
+                Metric::GbitPerSec,
+                Figure::Value(30.0),
+                Figure::Value(20.0),
+            )
+            .smoltcp(Figure::Value(10.0)),
+            Row::new(
+                "1k connections",
+                Metric::ReqPerSec,
+                Figure::Value(4e5),
+                Figure::NotAvailable("RLIMIT_NOFILE".into()),
+            )
+            .at(1000.0),
+        ]);
+        let json = r.json();
+        assert!(
+            json.contains(
+                "\"metric\": \"gbit_per_s\", \"usertcp\": 30, \"kernel\": 20, \"vs_kernel\": 1.5, \
+                 \"smoltcp\": 10, \"vs_smoltcp\": 3"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"x\": 1000"), "{json}");
+        assert_eq!(json.matches("\"x\":").count(), 1, "{json}");
+        assert!(r.table().contains("Gbit/s"));
     }
 
     #[test]

@@ -94,8 +94,8 @@
 #![forbid(unsafe_code)]
 
 mod link;
-mod pcap;
 mod notify;
+mod pcap;
 mod ring;
 mod sync;
 mod tap;

@@ -88,10 +88,10 @@
 
 mod socket;
 mod stack;
-mod timer;
 #[allow(unsafe_code)] // the stack thread's system calls, each with its SAFETY
 mod sys;
 pub mod threaded;
+mod timer;
 
 pub use socket::{File, Socket};
 pub use stack::{

@@ -25,7 +25,7 @@ use crate::measure::Config;
 use crate::report::{Metric, Report, Row, Target};
 
 use super::net::{self, KernelPair, MSG, UserPair, per_second};
-use super::{boxed, measure_sides};
+use super::{Pinned, boxed, measure_sides, two_core_label, two_core_note};
 
 /// Socket buffers (each direction), bytes.
 pub const BUFFER: usize = 4096;
@@ -38,6 +38,7 @@ pub const EXTRA_ADDRS: usize = 64;
 pub fn run(cfg: &Config) -> Report {
     let machine = Machine::detect();
     let started = Instant::now();
+    let pinned = Pinned::one_core();
     eprintln!("[crr] set-up and measuring");
     let user = UserPair::new(BUFFER, EXTRA_ADDRS).map(|mut pair| {
         move |iters: u64| {
@@ -53,22 +54,31 @@ pub fn run(cfg: &Config) -> Report {
             Ok::<Duration, std::io::Error>(start.elapsed())
         }
     });
-    let figures = measure_sides(cfg, 1.0, vec![boxed(user), boxed(kern)]);
+    let kern2 = pinned.two_cores().map(|mut pair| {
+        move |iters: u64| {
+            let start = Instant::now();
+            pair.crr(WIDTH, iters)?;
+            Ok::<Duration, std::io::Error>(start.elapsed())
+        }
+    });
+    let figures = measure_sides(cfg, 1.0, vec![boxed(user), boxed(kern), boxed(kern2)]);
     let mut figures = figures.into_iter().map(per_second);
     let mut next = || figures.next().unwrap_or_else(net::not_measured);
-    let (u, k) = (next(), next());
+    let (u, k, k2) = (next(), next(), next());
     let rows = vec![
         Row::new(
             format!("connect + {MSG} B request/response + close, {WIDTH} in flight"),
             Metric::ConnsPerSec,
-            u,
+            u.clone(),
             k,
         )
         .target(Target::VsKernelAtLeast(10.0)),
+        Row::new(two_core_label(&pinned), Metric::ConnsPerSec, u, k2).note(two_core_note()),
     ];
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
+        pinned.note.clone(),
         format!(
             "the client closes first (TIME-WAIT on the client); the usertcp client spreads its \
              connections over {} local addresses. Stock smoltcp: not measured (no backlog; no \

@@ -26,7 +26,7 @@ use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
 use super::net::{self, KernelPair, MSG, SmolPair, UserPair, per_second};
-use super::{boxed, count, measure_sides, raise_nofile_limit, rr};
+use super::{Pinned, boxed, count, measure_sides, raise_nofile_limit, rr};
 
 /// Socket buffers (each direction), bytes: the same on every side and in
 /// both pairs.
@@ -42,6 +42,7 @@ pub const SMOLTCP_QUICK_IDLE: usize = 10_000;
 pub fn run(cfg: &Config) -> Report {
     let machine = Machine::detect();
     let started = Instant::now();
+    let pinned = Pinned::one_core();
     let limit_note = raise_nofile_limit(2 * IDLE as u64 + 256);
     let kidle = rr::kernel_max_conns().saturating_sub(2).min(IDLE);
     let sidle = if cfg.quick { SMOLTCP_QUICK_IDLE } else { IDLE };
@@ -161,6 +162,7 @@ pub fn run(cfg: &Config) -> Report {
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
+        pinned.note.clone(),
         format!("RLIMIT_NOFILE: {limit_note}"),
         format!("scenario time {:.1} s", started.elapsed().as_secs_f64()),
     ];

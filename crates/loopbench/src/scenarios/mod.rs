@@ -5,13 +5,16 @@
 //! A new scenario adds a module here and an entry to [`ALL`]; `loopbench
 //! all` then runs it, and the CLI gains a subcommand for it in `main.rs`.
 
+pub mod bulk;
 pub mod c1m;
 pub mod crr;
 pub mod epoll;
 pub mod idle;
+pub mod memory;
 pub mod net;
 pub mod pingpong;
 pub mod rr;
+pub mod scale;
 pub mod threaded;
 
 use std::io;
@@ -59,6 +62,18 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "threaded",
         run: threaded::run,
+    },
+    Scenario {
+        name: "bulk",
+        run: bulk::run,
+    },
+    Scenario {
+        name: "scale",
+        run: scale::run,
+    },
+    Scenario {
+        name: "memory",
+        run: memory::run,
     },
 ];
 
@@ -140,6 +155,90 @@ pub fn raise_nofile_limit(want: u64) -> String {
     }
 }
 
+/// The calling thread pinned to one CPU (`sched_setaffinity`) for the
+/// guard's life; the previous mask comes back on drop. This is the
+/// harness's CPU-budget rule: usertcp's two stacks share one thread, and
+/// the kernel's client and server, run on that same thread, also share
+/// that one core, softirq work included.
+pub struct Pinned {
+    previous: Option<Vec<usize>>,
+    /// The CPU the thread now runs on, if pinning worked.
+    pub cpu: Option<usize>,
+    /// Another usable CPU, for two-core rows (e.g. a kernel server thread).
+    pub other: Option<usize>,
+    /// What was done, for the report's footer.
+    pub note: String,
+}
+
+impl Pinned {
+    /// Pins the calling thread to the last CPU it may run on.
+    pub fn one_core() -> Pinned {
+        let usable = match kernel::thread_affinity() {
+            Ok(cpus) if !cpus.is_empty() => cpus,
+            Ok(_) => return Pinned::failed("no usable CPU in the affinity mask".to_owned()),
+            Err(err) => return Pinned::failed(format!("sched_getaffinity failed: {err}")),
+        };
+        // The mask is not empty (checked above).
+        let cpu = usable[usable.len() - 1];
+        let other = usable.iter().copied().find(|&c| c != cpu);
+        match kernel::set_thread_affinity(&[cpu]) {
+            Ok(()) => Pinned {
+                previous: Some(usable),
+                cpu: Some(cpu),
+                other,
+                note: format!(
+                    "CPU budget: the measuring thread (usertcp's two stacks; the kernel's client \
+                     and server) pinned to CPU {cpu} with sched_setaffinity"
+                ),
+            },
+            Err(err) => Pinned::failed(format!("sched_setaffinity failed: {err}")),
+        }
+    }
+
+    /// A kernel pair whose server runs on a thread pinned to
+    /// [`Pinned::other`], the client staying on this (pinned) thread: the
+    /// kernel's two-core rows.
+    pub fn two_cores(&self) -> io::Result<net::KernelPair> {
+        match self.other {
+            Some(cpu) => net::KernelPair::two_cores(cpu),
+            None => Err(io::Error::other("no second usable CPU")),
+        }
+    }
+
+    fn failed(why: String) -> Pinned {
+        Pinned {
+            previous: None,
+            cpu: None,
+            other: None,
+            note: format!("CPU budget: not pinned ({why}); all sides still share one thread"),
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(cpus) = &self.previous {
+            // Best effort: a thread left pinned only narrows later runs.
+            let _ = kernel::set_thread_affinity(cpus);
+        }
+    }
+}
+
+/// The label of a kernel two-core row.
+pub fn two_core_label(pinned: &Pinned) -> String {
+    match (pinned.cpu, pinned.other) {
+        (Some(a), Some(b)) => format!("  the same, kernel on two cores (CPUs {a} and {b})"),
+        _ => "  the same, kernel on two cores".to_owned(),
+    }
+}
+
+/// The note of a kernel two-core row.
+pub fn two_core_note() -> &'static str {
+    "kernel client and server on two pinned cores (server thread spinning on epoll_wait(0) \
+     while busy): twice usertcp's CPU budget, shown for context, no target"
+}
+
+/// A count for labels: `10k`, `1M`, `1234`.
 pub fn count(n: usize) -> String {
     match n {
         n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),

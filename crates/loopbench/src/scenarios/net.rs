@@ -23,7 +23,9 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use eventpoll::{CtlOp, EpollEvent, Errno, Events};
@@ -435,21 +437,47 @@ struct KConn {
     sent: bool,
 }
 
-/// An echo server and a client over 127.0.0.1, on one thread, each with a
-/// kernel epoll.
-pub struct KernelPair {
+/// The kernel echo server: a listener on 127.0.0.1 and an epoll watching
+/// it and every accepted connection.
+struct KernelServer {
     listener: OwnedFd,
-    port: u16,
     sep: OwnedFd,
-    cep: OwnedFd,
     /// Server connections, by descriptor number.
     served: Vec<Option<OwnedFd>>,
+    events: Vec<libc::epoll_event>,
+    /// Connections accepted so far (shared with the client side when the
+    /// server runs on its own thread).
+    accepted: Arc<AtomicU64>,
+}
+
+/// Where a [`KernelPair`]'s server runs.
+enum ServerSide {
+    /// On the client's thread: the client's loops call its `serve`.
+    Here(KernelServer),
+    /// On a thread of its own, pinned to another CPU (the two-core rows).
+    Thread {
+        stop: Arc<AtomicBool>,
+        handle: Option<JoinHandle<io::Result<()>>>,
+    },
+}
+
+/// Empty polls after which the server thread of a two-core pair blocks in
+/// `epoll_wait` (10 ms at a time) instead of spinning: it spins while a
+/// workload runs and sleeps while the other sides are measured.
+const SPIN_POLLS: u32 = 20_000;
+
+/// An echo server and a client over 127.0.0.1, each with a kernel epoll:
+/// on one thread ([`KernelPair::new`]), or the server on a thread of its
+/// own pinned to another CPU ([`KernelPair::two_cores`]).
+pub struct KernelPair {
+    server: ServerSide,
+    port: u16,
+    cep: OwnedFd,
     /// Client connections, by descriptor number.
     clients: Vec<KConn>,
     /// Client descriptor numbers of the connections opened by `open`.
     pub conns: Vec<i32>,
-    events: Vec<libc::epoll_event>,
-    accepted: u64,
+    accepted: Arc<AtomicU64>,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -459,12 +487,10 @@ fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
     &mut v[i]
 }
 
-impl KernelPair {
-    /// A listener on 127.0.0.1 and two epolls.
-    pub fn new() -> io::Result<KernelPair> {
-        let (listener, port) = kernel::tcp_listener(BATCH as i32)?;
+impl KernelServer {
+    fn new() -> io::Result<KernelServer> {
+        let (listener, _) = kernel::tcp_listener(BATCH as i32)?;
         let sep = kernel::epoll_create1(kernel::EPOLL_CLOEXEC)?;
-        let cep = kernel::epoll_create1(kernel::EPOLL_CLOEXEC)?;
         kernel::epoll_ctl(
             sep.as_fd(),
             kernel::CtlOp::Add,
@@ -472,40 +498,23 @@ impl KernelPair {
             kernel::EPOLLIN,
             LISTENER,
         )?;
-        Ok(KernelPair {
+        Ok(KernelServer {
             listener,
-            port,
             sep,
-            cep,
             served: Vec::new(),
-            clients: Vec::new(),
-            conns: Vec::new(),
             events: vec![kernel::empty_event(); 1024],
-            accepted: 0,
+            accepted: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    fn connect(&mut self, events: u32) -> io::Result<i32> {
-        let fd = kernel::tcp_connect(self.port)?;
-        let raw = fd.as_raw_fd();
-        kernel::epoll_ctl(
-            self.cep.as_fd(),
-            kernel::CtlOp::Add,
-            fd.as_fd(),
-            events,
-            raw as u64,
-        )?;
-        *slot(&mut self.clients, raw as usize) = KConn {
-            fd: Some(fd),
-            got: 0,
-            sent: false,
-        };
-        Ok(raw)
+    fn port(&self) -> io::Result<u16> {
+        kernel::local_port(self.listener.as_fd())
     }
 
-    /// One pass of the echo server (see [`UserPair`]'s).
-    fn serve(&mut self) -> io::Result<usize> {
-        let n = kernel::epoll_wait(self.sep.as_fd(), &mut self.events, 0)?;
+    /// One pass of the echo server (see [`UserPair`]'s): `epoll_wait` with
+    /// `timeout_ms`, accept, echo, close at end of stream.
+    fn serve(&mut self, timeout_ms: i32) -> io::Result<usize> {
+        let n = kernel::epoll_wait(self.sep.as_fd(), &mut self.events, timeout_ms)?;
         if n == 0 {
             return Ok(0);
         }
@@ -516,7 +525,7 @@ impl KernelPair {
                 loop {
                     match kernel::tcp_accept(self.listener.as_fd()) {
                         Ok(fd) => {
-                            self.accepted += 1;
+                            self.accepted.fetch_add(1, Ordering::Release);
                             let raw = fd.as_raw_fd();
                             kernel::epoll_ctl(
                                 self.sep.as_fd(),
@@ -551,20 +560,128 @@ impl KernelPair {
         Ok(n)
     }
 
+    /// The loop of a server thread: spin on `epoll_wait(0)` while there is
+    /// work, block after [`SPIN_POLLS`] empty polls, stop when asked.
+    fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Acquire) {
+            let timeout = if idle >= SPIN_POLLS { 10 } else { 0 };
+            if self.serve(timeout)? == 0 {
+                idle = idle.saturating_add(1);
+            } else {
+                idle = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KernelPair {
+    /// A listener on 127.0.0.1 and two epolls, all on the calling thread.
+    pub fn new() -> io::Result<KernelPair> {
+        let server = KernelServer::new()?;
+        let port = server.port()?;
+        let accepted = server.accepted.clone();
+        KernelPair::with_server(ServerSide::Here(server), port, accepted)
+    }
+
+    /// The same with the server on a thread of its own, pinned to `cpu`;
+    /// the client stays on the calling thread.
+    pub fn two_cores(cpu: usize) -> io::Result<KernelPair> {
+        let server = KernelServer::new()?;
+        let port = server.port()?;
+        let accepted = server.accepted.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("kernel-server".to_owned())
+            .spawn(move || {
+                kernel::set_thread_affinity(&[cpu])?;
+                server.run(&flag)
+            })?;
+        KernelPair::with_server(
+            ServerSide::Thread {
+                stop,
+                handle: Some(handle),
+            },
+            port,
+            accepted,
+        )
+    }
+
+    fn with_server(
+        server: ServerSide,
+        port: u16,
+        accepted: Arc<AtomicU64>,
+    ) -> io::Result<KernelPair> {
+        Ok(KernelPair {
+            server,
+            port,
+            cep: kernel::epoll_create1(kernel::EPOLL_CLOEXEC)?,
+            clients: Vec::new(),
+            conns: Vec::new(),
+            accepted,
+        })
+    }
+
+    fn connect(&mut self, events: u32) -> io::Result<i32> {
+        let fd = kernel::tcp_connect(self.port)?;
+        let raw = fd.as_raw_fd();
+        kernel::epoll_ctl(
+            self.cep.as_fd(),
+            kernel::CtlOp::Add,
+            fd.as_fd(),
+            events,
+            raw as u64,
+        )?;
+        *slot(&mut self.clients, raw as usize) = KConn {
+            fd: Some(fd),
+            got: 0,
+            sent: false,
+        };
+        Ok(raw)
+    }
+
+    /// One pass of the server if it runs on this thread; with a server
+    /// thread, checks that it is still running.
+    fn serve(&mut self) -> io::Result<usize> {
+        match &mut self.server {
+            ServerSide::Here(server) => server.serve(0),
+            ServerSide::Thread { handle, .. } => {
+                if handle.as_ref().is_some_and(|h| !h.is_finished()) {
+                    return Ok(0);
+                }
+                match handle.take().map(JoinHandle::join) {
+                    Some(Ok(Err(err))) => Err(err),
+                    _ => Err(io::Error::other("kernel server thread stopped")),
+                }
+            }
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Acquire)
+    }
+
     /// Opens `n` more connections (see [`UserPair::open`]). Stops at the
     /// first failure (e.g. `EMFILE`) and returns it.
     pub fn open(&mut self, n: usize) -> io::Result<()> {
         let mut left = n;
         while left > 0 {
             let batch = left.min(BATCH);
+            // Counted before connecting: a server thread accepts at once.
+            let want = self.accepted() + batch as u64;
             for _ in 0..batch {
                 let fd = self.connect(kernel::EPOLLIN)?;
                 self.conns.push(fd);
             }
-            let want = self.accepted + batch as u64;
             let mut spins = 0u64;
-            while self.accepted < want {
+            while self.accepted() < want {
                 self.serve()?;
+                if matches!(self.server, ServerSide::Thread { .. }) {
+                    // The server thread accepts; give it time.
+                    std::thread::sleep(Duration::from_micros(20));
+                }
                 spins += 1;
                 if spins > STALL {
                     return Err(stalled("kernel open"));
@@ -692,6 +809,17 @@ impl KernelPair {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for KernelPair {
+    fn drop(&mut self) {
+        if let ServerSide::Thread { stop, handle } = &mut self.server {
+            stop.store(true, Ordering::Release);
+            if let Some(handle) = handle.take() {
+                let _ = handle.join();
+            }
+        }
     }
 }
 
@@ -911,4 +1039,30 @@ pub fn describe_sides(buffer: usize) -> String {
          SocketSet each, iface.poll, {buffer} B buffers. Client and server share one thread on \
          every side."
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_pair_with_a_server_thread_opens_echoes_and_stops() {
+        let cpu = kernel::thread_affinity().unwrap()[0];
+        let mut pair = KernelPair::two_cores(cpu).unwrap();
+        pair.open(300).unwrap();
+        assert_eq!(pair.conns.len(), 300);
+        assert_eq!(pair.accepted(), 300);
+        pair.rr(300, 3000).unwrap();
+        pair.crr(8, 50).unwrap();
+        // Dropping the pair stops and joins the server thread.
+        drop(pair);
+    }
+
+    #[test]
+    fn kernel_pair_on_one_thread_echoes() {
+        let mut pair = KernelPair::new().unwrap();
+        pair.open(10).unwrap();
+        pair.rr(10, 100).unwrap();
+        assert_eq!(pair.accepted(), 10);
+    }
 }

@@ -17,8 +17,8 @@ use crate::machine::Machine;
 use crate::measure::Config;
 use crate::report::{Metric, Report, Row, Target};
 
-use super::measure_sides;
 use super::net::{self, KernelPair, MSG, SmolPair, UserPair, per_second};
+use super::{Pinned, measure_sides, two_core_label, two_core_note};
 
 /// Socket buffers of every side, bytes (each direction).
 pub const BUFFER: usize = 4096;
@@ -27,6 +27,7 @@ pub const BUFFER: usize = 4096;
 pub fn run(cfg: &Config) -> Report {
     let machine = Machine::detect();
     let started = Instant::now();
+    let pinned = Pinned::one_core();
     eprintln!("[pingpong] set-up and measuring");
     let user = UserPair::new(BUFFER, 0).and_then(|mut p| {
         p.open(1)?;
@@ -38,6 +39,10 @@ pub fn run(cfg: &Config) -> Report {
     });
     let mut smol = SmolPair::new(BUFFER);
     let smol = smol.open(1).map(|()| smol);
+    let kern2 = pinned.two_cores().and_then(|mut p| {
+        p.open(1)?;
+        Ok(p)
+    });
     let figures = measure_sides(
         cfg,
         1.0,
@@ -45,16 +50,17 @@ pub fn run(cfg: &Config) -> Report {
             super::boxed(user.map(|p| net::user_rr(p, 1, 1))),
             super::boxed(kern.map(|p| net::kernel_rr(p, 1, 1))),
             super::boxed(smol.map(|p| net::smol_rr(p, 1, 1))),
+            super::boxed(kern2.map(|p| net::kernel_rr(p, 1, 1))),
         ],
     );
     let mut figures = figures.into_iter().map(per_second);
     let mut next = || figures.next().unwrap_or_else(net::not_measured);
-    let (u, k, s) = (next(), next(), next());
+    let (u, k, s, k2) = (next(), next(), next(), next());
     let rows = vec![
         Row::new(
             format!("pingpong, {MSG} B request/response, 1 connection"),
             Metric::ReqPerSec,
-            u,
+            u.clone(),
             k,
         )
         .smoltcp(s)
@@ -62,10 +68,12 @@ pub fn run(cfg: &Config) -> Report {
             kernel: 8.0,
             smoltcp: 1.2,
         }),
+        Row::new(two_core_label(&pinned), Metric::ReqPerSec, u, k2).note(two_core_note()),
     ];
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
+        pinned.note.clone(),
         format!("scenario time {:.1} s", started.elapsed().as_secs_f64()),
     ];
     Report {

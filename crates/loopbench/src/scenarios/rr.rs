@@ -28,7 +28,9 @@ use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
 use super::net::{self, KernelPair, MSG, SmolPair, UserPair, per_second};
-use super::{boxed, count, measure_sides, raise_nofile_limit};
+use super::{
+    Pinned, boxed, count, measure_sides, raise_nofile_limit, two_core_label, two_core_note,
+};
 
 /// Socket buffers (each direction), bytes.
 pub const BUFFER: usize = 4096;
@@ -52,6 +54,7 @@ pub fn run(cfg: &Config) -> Report {
     let machine = Machine::detect();
     let started = Instant::now();
     let limit_note = raise_nofile_limit(2 * COUNTS[1] as u64 + FD_RESERVE);
+    let pinned = Pinned::one_core();
     let kmax = kernel_max_conns();
     let mut rows = Vec::new();
     for &n in &COUNTS {
@@ -109,6 +112,7 @@ pub fn run(cfg: &Config) -> Report {
                 count(n)
             )
         };
+        let user_rate = u.clone();
         let mut row = Row::new(label, Metric::ReqPerSec, u, k)
             .smoltcp(s)
             .target(Target::VsKernelAtLeast(10.0));
@@ -127,11 +131,38 @@ pub fn run(cfg: &Config) -> Report {
                 ));
             }
         }
+        let kernel_comparable = row.comparable;
         rows.push(row);
+        if kernel_comparable {
+            // The descriptor limit holds one kernel pair at a time: the
+            // two-core pair runs after the one-core pair is closed.
+            eprintln!("[rr] {} connections: kernel on two cores", count(n));
+            let kern2 = pinned.two_cores().and_then(|mut p| {
+                p.open(kn)?;
+                Ok(p)
+            });
+            let figures = measure_sides(
+                cfg,
+                1.0,
+                vec![boxed(kern2.map(|p| net::kernel_rr(p, kn, kn as u64)))],
+            );
+            let k2 = figures.into_iter().next().unwrap_or_else(net::not_measured);
+            rows.push(
+                Row::new(
+                    two_core_label(&pinned),
+                    Metric::ReqPerSec,
+                    user_rate,
+                    per_second(scale(k2, kn)),
+                )
+                .note(two_core_note())
+                .note("measured after the row above, not interleaved with it (descriptor limit)"),
+            );
+        }
     }
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
+        pinned.note.clone(),
         "one iteration = one round of one request on every connection (closed loop); the figure \
          is requests per second."
             .to_owned(),

@@ -343,7 +343,10 @@ struct Listener {
 
 enum Kind {
     Fresh,
-    Listener(Listener),
+    /// Boxed: a million connection sockets should not each carry the room
+    /// of a listener's queues (it would take their slot from one cache line
+    /// to three).
+    Listener(Box<Listener>),
     Conn(ConnId),
 }
 

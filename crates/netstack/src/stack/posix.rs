@@ -102,13 +102,13 @@ impl<D: Device> Stack<D> {
         }
         core.ports.entry(bound.port()).or_default().listening = true;
         core.listeners.insert(bound.port(), id);
-        core.entry_mut(id)?.kind = Kind::Listener(Listener {
+        core.entry_mut(id)?.kind = Kind::Listener(Box::new(Listener {
             addr: *bound.ip(),
             port: bound.port(),
             backlog,
             pending: FxHashSet::default(),
             queue: VecDeque::new(),
-        });
+        }));
         core.refresh(id);
         trace!(fd, port = bound.port(), backlog, "listen");
         Ok(())

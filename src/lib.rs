@@ -9,9 +9,17 @@
 //! - [`netdev`]: devices the stack runs on (`Link::pair`, an in-memory link).
 //! - [`netstack`]: the single-threaded TCP/IP stack on smoltcp whose TCP
 //!   events drive eventpoll, with POSIX-style sockets.
+//! - [`apps`]: the echo and HTTP servers, clients and run loop that the
+//!   examples and the TAP end-to-end tests share, and the kernel-socket
+//!   baseline server.
+//! - [`sys`]: the few Linux calls std lacks (network namespaces, `poll(2)`,
+//!   kernel epoll, `RLIMIT_NOFILE`): the facade's only `unsafe`.
 //!
 //! The map of the whole project is in `README.md` and in `DESIGN.md`.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+pub mod apps;
+pub mod sys;
 
 pub use eventpoll;
 pub use netdev;

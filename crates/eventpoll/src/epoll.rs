@@ -189,6 +189,8 @@ struct Ready {
     /// Items whose object went away, to be removed from the tree by the next
     /// holder of `interest`.
     zombies: Vec<Arc<EpItem>>,
+    /// Set by [`EventPoll::interrupt`]: waits that would sleep fail.
+    interrupted: bool,
     counters: Counters,
 }
 
@@ -420,6 +422,7 @@ impl EventPoll {
                     sleepers: 0,
                     wake_tokens: 0,
                     zombies: Vec::new(),
+                    interrupted: false,
                     counters: Counters::default(),
                 }),
                 waiters_cv: Condvar::new(),
@@ -776,7 +779,9 @@ impl EventPoll {
     ///   that finds nothing ready goes back to sleep for the remainder, and a
     ///   wake-up that races the deadline is still harvested.
     ///
-    /// `EINVAL` if `events` is empty (Linux's `maxevents <= 0`).
+    /// `EINVAL` if `events` is empty (Linux's `maxevents <= 0`); `EBADF`
+    /// once the epoll is [interrupted](EventPoll::interrupt) and nothing is
+    /// ready.
     pub fn wait(
         &self,
         events: &mut [EpollEvent],
@@ -801,6 +806,9 @@ impl EventPoll {
                 return Ok(0);
             }
             let mut ready = self.shared.ready.lock();
+            if ready.interrupted {
+                return Err(Errno::EBADF);
+            }
             if ready.rdllist.is_empty() && !ready.scanning {
                 ready.sleepers += 1;
                 loop {
@@ -819,6 +827,10 @@ impl EventPoll {
                         tracing::trace!(epoll = self.shared.poll_wait.id(), "waiter woken");
                         break;
                     }
+                    if ready.interrupted {
+                        ready.sleepers -= 1;
+                        return Err(Errno::EBADF);
+                    }
                     if timed_out {
                         ready.sleepers -= 1;
                         break;
@@ -827,6 +839,28 @@ impl EventPoll {
                 }
             }
         }
+    }
+
+    /// Ends every blocked [`wait`](EventPoll::wait) on this epoll, and every
+    /// later one that would block, with `EBADF`, as if the epoll's
+    /// descriptor had gone away under the waiters. Not in Linux (whose
+    /// waits end only with events, a timeout or a signal): it is how an
+    /// owner that shuts down (netstack's stack thread) releases threads
+    /// blocked in `epoll_wait`. Permanent. Waits that find events ready
+    /// still harvest them, and a zero timeout still returns 0.
+    ///
+    /// A waiter already chosen for a wake-up harvests first; every other
+    /// sleeper is woken with `EBADF`.
+    pub fn interrupt(&self) {
+        let mut ready = self.shared.ready.lock();
+        ready.interrupted = true;
+        drop(ready);
+        self.shared.waiters_cv.notify_all();
+    }
+
+    /// True once [`interrupt`](EventPoll::interrupt) was called.
+    pub fn is_interrupted(&self) -> bool {
+        self.shared.ready.lock().interrupted
     }
 
     /// `ep_send_events` (EPOLL_SPEC §4.3): the harvest.

@@ -143,6 +143,18 @@ impl<F: FileDescription> FdTable<F> {
         }
     }
 
+    /// Calls `f` with the description behind `fd`, borrowed under the
+    /// table's lock (no reference count is touched). `f` must not call back
+    /// into this table. `EBADF` if `fd` is not open.
+    pub fn with<R>(&self, fd: i32, f: impl FnOnce(&F) -> R) -> Result<R, Errno> {
+        let table = self.table.lock();
+        let index = usize::try_from(fd).map_err(|_| Errno::EBADF)?;
+        match table.slots.get(index) {
+            Some(Some(slot)) => Ok(f(&slot.file)),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
     /// True if `fd` has close-on-exec set. `EBADF` if it is not open.
     pub fn cloexec(&self, fd: i32) -> Result<bool, Errno> {
         let table = self.table.lock();
@@ -263,19 +275,35 @@ impl<F: FileDescription> FdTable<F> {
         maxevents: i32,
         timeout_ms: i32,
     ) -> Result<usize, Errno> {
+        if timeout_ms == 0 {
+            // A wait that cannot block runs under the table's lock, with the
+            // description borrowed (the run-to-completion loop calls this
+            // once per turn). Harvesting only polls watched objects, which
+            // never touch a descriptor table.
+            return self.with(epfd, |epfile| {
+                let events = checked_events(events, maxevents)?;
+                let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
+                ep.wait(events, Some(Duration::ZERO))
+            })?;
+        }
         let epfile = self.get(epfd)?;
-        if maxevents <= 0 || maxevents > EP_MAX_EVENTS {
-            return Err(Errno::EINVAL);
-        }
-        // maxevents > 0 was checked above.
-        let maxevents = maxevents as usize;
-        if maxevents > events.len() {
-            return Err(Errno::EFAULT);
-        }
+        let events = checked_events(events, maxevents)?;
         let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        ep.wait(&mut events[..maxevents], timeout)
+        ep.wait(events, timeout)
     }
+}
+
+/// The first `maxevents` slots of `events`: `EINVAL` for `maxevents` out of
+/// range, `EFAULT` (Linux: the buffer is not writable) for more than the
+/// buffer holds.
+fn checked_events(events: &mut [EpollEvent], maxevents: i32) -> Result<&mut [EpollEvent], Errno> {
+    if maxevents <= 0 || maxevents > EP_MAX_EVENTS {
+        return Err(Errno::EINVAL);
+    }
+    // maxevents > 0 was checked above.
+    let maxevents = maxevents as usize;
+    events.get_mut(..maxevents).ok_or(Errno::EFAULT)
 }
 
 /// The descriptions epoll itself provides: epolls, eventfds, pipe ends, and

@@ -83,7 +83,8 @@
 //! ## What differs from Linux, and why
 //!
 //! - **No signals, no `EINTR`, no `epoll_pwait`**: user-space waits are not
-//!   interrupted by signals. A blocked wait ends with events or its timeout.
+//!   interrupted by signals. A blocked wait ends with events, its timeout,
+//!   or [`EventPoll::interrupt`] (`EBADF`, for an owner shutting down).
 //! - **No `fork`, no `EPERM` file types but [`BasicFile::Plain`]**: the only
 //!   unpollable description is the plain file that tests use.
 //! - **`EFAULT`** means a missing event record in `epoll_ctl`, or an event

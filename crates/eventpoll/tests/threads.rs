@@ -971,3 +971,72 @@ fn stress_loops_the_races() {
         });
     });
 }
+
+// --- EventPoll::interrupt: how an owner shutting down releases waiters ------
+
+/// Four threads asleep in `wait` (three without a timeout, one with a long
+/// one) are all released with `EBADF` by `interrupt`; later waits that
+/// would block fail at once, a zero timeout still returns 0, and an event
+/// that is ready is still harvested.
+#[test]
+fn interrupt_releases_every_blocked_waiter_with_ebadf() {
+    let ep = EventPoll::new();
+    let (tx, rx) = mpsc::channel();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let ep = ep.clone();
+            let tx = tx.clone();
+            thread::spawn(move || {
+                tx.send(current_tid()).unwrap();
+                let mut buf = [EpollEvent::default(); 4];
+                let timeout = (i == 3).then_some(WAITER_LIMIT);
+                ep.wait(&mut buf, timeout)
+            })
+        })
+        .collect();
+    let tids: Vec<_> = (0..4).map(|_| rx.recv_timeout(MUST).unwrap()).collect();
+    wait_until_asleep(&tids);
+    assert!(!ep.is_interrupted());
+    ep.interrupt();
+    assert!(ep.is_interrupted());
+    let start = Instant::now();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Err(eventpoll::Errno::EBADF));
+    }
+    assert!(start.elapsed() < MUST, "waiters not released");
+    let mut buf = [EpollEvent::default(); 4];
+    assert_eq!(
+        ep.wait(&mut buf, Some(Duration::from_secs(5))),
+        Err(eventpoll::Errno::EBADF)
+    );
+    assert_eq!(ep.wait(&mut buf, Some(Duration::ZERO)), Ok(0));
+    let e = efd(1);
+    ep.add(&e, 7, ev(Events::IN, 7)).unwrap();
+    assert_eq!(harvest(&ep, 4, None), vec![(7, Events::IN)]);
+}
+
+/// `interrupt` racing waiters that are just going to sleep: none of them
+/// may stay asleep (a lost interrupt would hang until `WAITER_LIMIT`).
+#[test]
+fn interrupt_racing_new_waiters_loses_none() {
+    for _ in 0..iters(50) {
+        let ep = EventPoll::new();
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let ep = ep.clone();
+                thread::spawn(move || {
+                    let mut buf = [EpollEvent::default(); 1];
+                    let start = Instant::now();
+                    let r = ep.wait(&mut buf, Some(WAITER_LIMIT));
+                    (r, start.elapsed())
+                })
+            })
+            .collect();
+        ep.interrupt();
+        for h in handles {
+            let (r, took) = h.join().unwrap();
+            assert_eq!(r, Err(eventpoll::Errno::EBADF));
+            assert!(took < MUST, "a waiter missed the interrupt");
+        }
+    }
+}

@@ -30,6 +30,11 @@
 //! - `c1m`: 1,000,000 concurrent connections, then one request on each;
 //!   establish rate, request rate, RSS (`--connections N` for another
 //!   size). See [`scenarios::c1m`].
+//! - `threaded`: netstack's threaded mode (`NetThread`, blocking
+//!   `TcpStream`s from 4 client threads, a thread-per-connection server)
+//!   against the kernel with the same threads and against run-to-completion
+//!   usertcp; and the stack threads' CPU while idle. See
+//!   [`scenarios::threaded`].
 //! - `bulk`: throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s
 //!   of payload received. See [`scenarios::bulk`].
 //! - `scale`: requests/s as active connections grow 1, 10, ... 1M
@@ -212,6 +217,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// netstack's threaded mode: 4 blocking client threads and a
+    /// thread-per-connection server, vs the kernel with the same threads and
+    /// vs run-to-completion usertcp; idle stack-thread CPU.
+    Threaded {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s:
     /// usertcp vs the kernel (one core, and two) vs stock smoltcp.
     Bulk {
@@ -303,6 +319,10 @@ fn main() -> ExitCode {
         }
         Command::Crr { opts, json } => {
             let report = (scenarios::crr::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Threaded { opts, json } => {
+            let report = (scenarios::threaded::run)(&opts.config());
             ok &= emit(&report, json.as_deref());
         }
         Command::C1m {
@@ -434,7 +454,7 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
         for name in [
-            "pingpong", "idle", "rr", "crr", "c1m", "bulk", "scale", "memory",
+            "pingpong", "idle", "rr", "crr", "c1m", "threaded", "bulk", "scale", "memory",
         ] {
             assert!(
                 Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),

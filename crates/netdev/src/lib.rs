@@ -14,9 +14,18 @@
 //!   and a lost packet would stall a benchmark. Packet buffers are allocated
 //!   when the pair is made and reused: no allocation per packet.
 //!
-//! What is not here yet: the TAP device (`Medium::Ethernet`, for real kernel
-//! peers), pcap capture and fault injection. They come later, as their own
-//! modules.
+//! - [`Tap`]: a TAP device (`Medium::Ethernet`) for real kernel peers,
+//!   opened with the `tun-tap` crate, non-blocking, read in batches into
+//!   reused buffers; `EAGAIN` on write is back-pressure (the frame is kept
+//!   and retried, never dropped behind smoltcp's back), other errors are
+//!   counted and kept, never a panic. Its descriptor is exposed
+//!   (`AsRawFd`) for a driver that sleeps in `poll(2)`. See the `tap`
+//!   module docs.
+//! - [`pcap_file`]: any device wrapped in smoltcp's `PcapWriter`, writing a
+//!   capture that `tcpdump -r` and Wireshark read, through a sink
+//!   ([`PcapFile`]) that never panics.
+//!
+//! What is not here yet: fault injection (loss, reordering, corruption).
 //!
 //! ## The link
 //!
@@ -60,8 +69,12 @@
 //! copy dominating), nothing measurable at 65535 bytes. smoltcp spends far
 //! more than that on a TCP segment, so there is one implementation, not
 //! two. Across two threads the same model moved 1500-byte packets at about
-//! 75 ns each. Nothing wakes a thread when a packet arrives: the receiving
-//! side polls ([`LinkDevice::rx_queued`]).
+//! 75 ns each. By default nothing wakes a thread when a packet arrives: the
+//! receiving side polls ([`LinkDevice::rx_queued`]). A receiver that wants
+//! to sleep opts in to a readiness descriptor
+//! ([`LinkDevice::readiness_fd`], [`LinkDevice::arm_readiness`]) that the
+//! peer signals when a packet arrives for an armed receiver; it costs
+//! nothing until asked for.
 //!
 //! ## Example
 //!
@@ -81,10 +94,15 @@
 #![forbid(unsafe_code)]
 
 mod link;
+mod notify;
+mod pcap;
 mod ring;
 mod sync;
+mod tap;
 
 pub use link::{
     DEFAULT_CAPACITY, DEFAULT_RING_BYTES, Link, LinkDevice, LinkRxToken, LinkStats, LinkTxToken,
     MAX_CAPACITY, MAX_MTU, MIN_MTU,
 };
+pub use pcap::{Pcap, PcapCounters, PcapFile, pcap_file};
+pub use tap::{ETHERNET_HEADER, RX_BATCH, TAP_DEFAULT_MTU, Tap, TapRxToken, TapStats, TapTxToken};

@@ -7,6 +7,7 @@
 //! deadlock; `random_operations_match_model` below checks that claim.
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -189,6 +190,29 @@ impl LinkDevice {
     /// Packets this device has sent that the peer has not yet received.
     pub fn tx_queued(&self) -> usize {
         self.tx.to_peer.len()
+    }
+
+    /// Turns on this end's readiness descriptor (made on the first call,
+    /// the same one afterwards) and returns it: it becomes readable when the
+    /// peer queues a packet after [`arm_readiness`](LinkDevice::arm_readiness)
+    /// was called. For a thread that sleeps in `poll(2)` until packets come;
+    /// the protocol is in the `notify` module docs. Until the first call the
+    /// peer pays one atomic load per packet, nothing more. Fails with the OS
+    /// error if no socket pair can be made. The descriptor is non-blocking
+    /// and must stay so: poll it, do not read it.
+    pub fn readiness_fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        Ok(self.rx.from_peer.notifier()?.fd())
+    }
+
+    /// Before sleeping on [`readiness_fd`](LinkDevice::readiness_fd): drains
+    /// old signals, arms the next one, and returns true if packets are
+    /// already waiting (then do not sleep: receive them). Without a
+    /// readiness descriptor it only reports whether packets are waiting.
+    pub fn arm_readiness(&self) -> bool {
+        if let Some(n) = self.rx.from_peer.notifier_if_enabled() {
+            n.arm();
+        }
+        self.rx_queued() > 0
     }
 
     /// The counters so far.

@@ -26,8 +26,9 @@
 //! - A slot's `len` is set only after `buf.get_mut(..len)` succeeded, so
 //!   `len <= buf.len()` always.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::notify::Notifier;
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// Creates a ring of `slots` packet buffers of `slot_size` bytes each
@@ -45,6 +46,7 @@ pub(crate) fn channel(slots: usize, slot_size: usize) -> (Producer, Consumer) {
         slots,
         head: AtomicUsize::new(0),
         tail: AtomicUsize::new(0),
+        notifier: OnceLock::new(),
     });
     (
         Producer {
@@ -83,6 +85,10 @@ struct Ring {
     head: AtomicUsize,
     /// Position one past the newest queued packet; written by the producer only.
     tail: AtomicUsize,
+    /// The consumer's readiness notifier, once it asked for one
+    /// ([`Consumer::notifier`]). Unset, it costs the producer one load per
+    /// packet.
+    notifier: OnceLock<Notifier>,
 }
 
 struct Slot {
@@ -131,6 +137,9 @@ impl Reservation<'_> {
             result
         };
         ring.tail.store(ring.advance(self.tail), Ordering::Release);
+        if let Some(notifier) = ring.notifier.get() {
+            notifier.packet_queued();
+        }
         Ok(result)
     }
 }
@@ -141,6 +150,26 @@ impl Consumer {
         let head = self.ring.head.load(Ordering::Relaxed);
         let tail = self.ring.tail.load(Ordering::Acquire);
         self.ring.distance(head, tail)
+    }
+
+    /// The readiness notifier of this ring, made on first use: from then on
+    /// the producer signals it (see [`Notifier`]).
+    pub(crate) fn notifier(&self) -> std::io::Result<&Notifier> {
+        if let Some(n) = self.ring.notifier.get() {
+            return Ok(n);
+        }
+        // Only the consumer sets it, through `&self` of its one handle; a
+        // lost race is impossible, but `set` failing would be harmless.
+        let _ = self.ring.notifier.set(Notifier::new()?);
+        self.ring
+            .notifier
+            .get()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Other))
+    }
+
+    /// The notifier, if [`notifier`](Consumer::notifier) made one.
+    pub(crate) fn notifier_if_enabled(&self) -> Option<&Notifier> {
+        self.ring.notifier.get()
     }
 
     /// The oldest queued packet, if any.

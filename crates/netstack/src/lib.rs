@@ -7,14 +7,19 @@
 //! ## What it does
 //!
 //! - [`Stack`] runs over any smoltcp [`Device`](smoltcp::phy::Device) with
-//!   `Medium::Ip` (the in-memory `netdev::Link`). It never reads a clock:
+//!   `Medium::Ip` (the in-memory `netdev::Link`) or `Medium::Ethernet` (the
+//!   TAP, `netdev::Tap`, with the MAC of [`StackConfig::mac`]: the stack
+//!   skips the 14-byte header to demux IPv4, hands ARP to smoltcp, and keeps
+//!   the peers it hears from pinned in smoltcp's 256-entry ARP cache so that
+//!   an expired entry never stalls a connection for a second; see the
+//!   `stack::neighbor` module). It never reads a clock:
 //!   the caller passes `now` to [`Stack::poll`] and asks
 //!   [`Stack::poll_delay`] when to come back.
 //! - **No step scans all connections.** One smoltcp `Interface`; one
 //!   one-slot `SocketSet` per connection; a 4-tuple hash map finds the
 //!   connection of each received segment (the stack parses the IPv4/TCP
 //!   header itself); a dirty list limits egress to the connections touched;
-//!   an ordered timer queue fed by each connection's `poll_at` runs
+//!   a hashed timer wheel fed by each connection's `poll_at` runs
 //!   smoltcp's timers. See the `stack` module docs for the data path.
 //! - **Listeners** with an accept queue and a backlog: a SYN to a listening
 //!   port makes a connection on the spot; SYNs past the backlog are dropped
@@ -54,18 +59,17 @@
 //!
 //! ## What it does not do (yet)
 //!
-//! - Blocking sockets: every socket behaves as non-blocking (`EAGAIN`,
-//!   `EINPROGRESS`) whatever `O_NONBLOCK` says; blocking comes with the
-//!   threaded mode.
-//! - Ethernet/TAP (`Medium::Ethernet`): [`Stack::new`] refuses other media
-//!   with `EINVAL`.
-//! - A hashed timer wheel: timers are an ordered set (O(log n), see the
-//!   `stack` module docs for why).
+//! - Blocking sockets in run-to-completion use: every [`Stack`] call
+//!   behaves as non-blocking (`EAGAIN`, `EINPROGRESS`) whatever
+//!   `O_NONBLOCK` says. Blocking sockets are the [`threaded`] mode's:
+//!   [`NetThread::spawn`] puts the stack on its own thread, and its [`Net`]
+//!   handle (and [`TcpListener`], [`TcpStream`], [`Epoll`]) block.
+//! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
+//!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
 //!   are dropped); established connections without keep-alive never time
 //!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
-//! - The idiomatic `TcpStream`/`TcpListener` layer.
 //! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
 //!   as the epoll's counters on each harvest event, not as events of their
 //!   own (eventpoll has no tracing).
@@ -74,14 +78,20 @@
 //!
 //! - A connection is in the demux map iff it is not `Closed` (and, once its
 //!   descriptor is closed, not in TIME-WAIT).
-//! - A connection has at most one timer entry, equal to its `timer` field.
+//! - A connection has at most one live timer entry (`timer_entry`), never
+//!   later than its deadline (`timer`); other entries for it are stale and
+//!   dropped when they come out of the wheel.
 //! - A socket's stored readiness is updated before its queue is woken.
 //! - Nothing a peer sends or a caller passes panics: malformed packets are
 //!   handed to smoltcp or dropped, bad arguments are errno.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod socket;
 mod stack;
+#[allow(unsafe_code)] // the stack thread's system calls, each with its SAFETY
+mod sys;
+pub mod threaded;
+mod timer;
 
 pub use socket::{File, Socket};
 pub use stack::{
@@ -90,4 +100,7 @@ pub use stack::{
     MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE,
     SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET,
     Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
+};
+pub use threaded::{
+    Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,
 };

@@ -18,7 +18,8 @@
 //! its epitems: Linux's file-description rule for epoll.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use eventpoll::{BasicFile, EventPoll, Events, FileDescription, Pollable, WaitQueue};
 
@@ -30,7 +31,47 @@ pub(crate) struct SockId {
 }
 
 /// Ids of sockets whose last handle dropped, for the stack to close.
-pub(crate) type Reaper = Arc<std::sync::Mutex<Vec<SockId>>>;
+///
+/// The stack looks at it on every step, so an empty list must cost no
+/// lock: `pending` is set (under the lock) when an id is posted and
+/// cleared when the stack takes the list.
+#[derive(Default)]
+pub(crate) struct ReaperList {
+    pending: AtomicBool,
+    list: std::sync::Mutex<Vec<SockId>>,
+}
+
+impl ReaperList {
+    /// Posts a socket whose last handle dropped.
+    pub(crate) fn post(&self, id: SockId) {
+        // A poisoned lock only means a panic elsewhere; the list is still valid.
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(id);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes every posted id (empty, without locking, if none is pending).
+    pub(crate) fn take(&self) -> Vec<SockId> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *list)
+    }
+
+    /// Removes `id` if it was posted (a socket the stack closes itself).
+    pub(crate) fn forget(&self, id: SockId) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|&x| x != id);
+        if list.is_empty() {
+            self.pending.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The stack's reaper list, shared with its sockets.
+pub(crate) type Reaper = Arc<ReaperList>;
 
 /// A socket file description (an `AF_INET`, `SOCK_STREAM` socket).
 pub struct Socket {
@@ -38,6 +79,10 @@ pub struct Socket {
     wait_queue: WaitQueue,
     readiness: AtomicU32,
     nonblocking: AtomicBool,
+    /// `SO_RCVTIMEO` in nanoseconds, 0 for none (used by the threaded mode).
+    rcv_timeout: AtomicU64,
+    /// `SO_SNDTIMEO` in nanoseconds, 0 for none.
+    snd_timeout: AtomicU64,
     reaper: Reaper,
 }
 
@@ -48,6 +93,8 @@ impl Socket {
             wait_queue: WaitQueue::new(),
             readiness: AtomicU32::new(readiness.bits()),
             nonblocking: AtomicBool::new(nonblocking),
+            rcv_timeout: AtomicU64::new(0),
+            snd_timeout: AtomicU64::new(0),
             reaper,
         }
     }
@@ -65,10 +112,43 @@ impl Socket {
         self.nonblocking.store(nonblocking, Ordering::Relaxed);
     }
 
+    /// `SO_RCVTIMEO`: how long a blocking receive (or accept) waits; `None`
+    /// waits forever. Only the threaded mode blocks.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        nanos_to_timeout(self.rcv_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Sets `SO_RCVTIMEO`; `None` or zero waits forever (as Linux's zero
+    /// `timeval`).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.rcv_timeout
+            .store(timeout_to_nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// `SO_SNDTIMEO`: how long a blocking send (or connect) waits.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        nanos_to_timeout(self.snd_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Sets `SO_SNDTIMEO`; `None` or zero waits forever.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
+        self.snd_timeout
+            .store(timeout_to_nanos(timeout), Ordering::Relaxed);
+    }
+
     /// Stores the readiness computed by the stack (before any wake).
     pub(crate) fn set_readiness(&self, readiness: Events) {
         self.readiness.store(readiness.bits(), Ordering::Release);
     }
+}
+
+fn nanos_to_timeout(nanos: u64) -> Option<Duration> {
+    (nanos != 0).then(|| Duration::from_nanos(nanos))
+}
+
+/// Zero means none; a timeout past ~584 years is saturated.
+fn timeout_to_nanos(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Pollable for Socket {
@@ -83,9 +163,7 @@ impl Pollable for Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        // A poisoned lock only means a panic elsewhere; the list is still valid.
-        let mut list = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
-        list.push(self.id);
+        self.reaper.post(self.id);
     }
 }
 

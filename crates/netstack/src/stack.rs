@@ -22,24 +22,28 @@
 //!    event mask (the table in DESIGN.md, see [`Core::settle`]). The socket's
 //!    readiness is recomputed by `tcp_poll` rules, stored, and then the
 //!    socket's wait queue is woken with the mask.
-//! 5. The connection goes on the dirty list. After ingress, [`Stack::poll`]
-//!    runs egress over dirty connections only, each looped until smoltcp has
-//!    nothing more to send (smoltcp sends at most one segment per socket per
-//!    egress pass) or the device pushes back; a connection that still has
-//!    something to send stays dirty for the next poll.
+//! 5. If smoltcp's `poll_at` says the connection has something to send now
+//!    (an ACK, data, a FIN), it goes on the dirty list. After ingress,
+//!    [`Stack::poll`] runs egress over dirty connections only, each looped
+//!    until smoltcp has nothing more to send (smoltcp sends at most one
+//!    segment per socket per egress pass) or the device pushes back; a
+//!    connection that still has something to send stays dirty for the next
+//!    poll. User calls that leave something to send (`send`, a `recv` that
+//!    opens the window, `shutdown`) run egress on their connection at once,
+//!    as Linux does, instead of waiting for the next poll.
 //!
-//! ## Timers: an ordered set, not a wheel
+//! ## Timers: a hashed wheel
 //!
 //! Each settled connection asks smoltcp for its `poll_at` (O(1): the set
-//! has one socket) and keeps exactly one entry `(deadline, ConnId)` in a
-//! `BTreeSet`. Expired entries are popped from the front and the
-//! connections marked dirty; egress then runs smoltcp's timers
-//! (retransmission, delayed ACK, keep-alive, TIME-WAIT, user timeout).
-//! A `BTreeSet` was chosen over a hashed wheel for this milestone: insert,
-//! remove and pop-min are O(log n) with exact deadlines, no tick to choose
-//! and no cascading, and nothing ever scans all connections. A wheel
-//! (O(1), ~1 ms ticks) can replace it behind the same three calls if
-//! profiling at 1M connections shows the log factor.
+//! has one socket) and keeps at most one live entry in a hashed timer wheel
+//! of 1 ms ticks (the `timer` module), with an ordered overflow set for
+//! deadlines more than a revolution (~4 s) away. Deadlines that move later
+//! leave the entry in place (it comes out early and is pushed again);
+//! deadlines that move earlier push a new entry and leave the old one
+//! stale. So arming, moving and cancelling are O(1) without a search, and
+//! nothing ever scans all connections. Expired connections are marked
+//! dirty; egress then runs smoltcp's timers (retransmission, delayed ACK,
+//! keep-alive, TIME-WAIT, user timeout).
 //!
 //! ## Buffers
 //!
@@ -58,7 +62,7 @@
 //! (a `now` earlier than the last one is replaced by the last one). User
 //! calls between polls use the time of the last poll.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Weak};
 
@@ -72,13 +76,15 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol, Ipv4Packet,
-    TcpPacket,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol,
+    Ipv4Packet, TcpPacket,
 };
 use tracing::trace;
 
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
+use crate::timer::TimerWheel;
 
+mod neighbor;
 mod posix;
 
 /// `AF_INET`.
@@ -131,8 +137,15 @@ pub const EPHEMERAL_FIRST: u16 = 32768;
 pub const EPHEMERAL_LAST: u16 = 60999;
 /// Default size of each socket's receive and send buffer.
 pub const DEFAULT_BUFFER: usize = 64 * 1024;
-/// Smallest buffer `SO_RCVBUF` / `SO_SNDBUF` can set.
-pub const MIN_BUFFER: usize = 2048;
+/// Smallest buffer `SO_RCVBUF` / `SO_SNDBUF` (or
+/// [`StackConfig::buffer_size`]) can set.
+///
+/// smoltcp allocates both ring buffers when a connection is made and keeps
+/// them for its life, so the buffer size *is* the memory of an idle
+/// connection (Linux's idle sockets hold no buffers). 512 bytes each way
+/// keeps a million idle connections with small messages within a few GB; a
+/// window smaller than one MSS still works, only slower for bulk data.
+pub const MIN_BUFFER: usize = 512;
 /// Largest buffer `SO_RCVBUF` / `SO_SNDBUF` can set.
 pub const MAX_BUFFER: usize = 16 * 1024 * 1024;
 /// How long a closed connection's 4-tuple stays in TIME-WAIT (2 MSL).
@@ -173,6 +186,11 @@ pub struct StackConfig {
     pub extra_addrs: Vec<Ipv4Addr>,
     /// Most socket sets (with their buffers) kept in the pool for reuse.
     pub pool_max: usize,
+    /// The stack's MAC address on an Ethernet device (`Medium::Ethernet`,
+    /// the TAP); unused on `Medium::Ip`. It must be unicast. The default is
+    /// the locally administered `02:00:a:b:c:d` for the address `a.b.c.d`,
+    /// so stacks with different addresses never share one.
+    pub mac: EthernetAddress,
 }
 
 impl StackConfig {
@@ -187,8 +205,16 @@ impl StackConfig {
             max_fds: eventpoll::DEFAULT_MAX_FDS,
             extra_addrs: Vec::new(),
             pool_max: 4096,
+            mac: default_mac(addr),
         }
     }
+}
+
+/// The default MAC of a stack at `addr`: `02:00` (locally administered,
+/// unicast) then the address's four bytes.
+fn default_mac(addr: Ipv4Addr) -> EthernetAddress {
+    let [a, b, c, d] = addr.octets();
+    EthernetAddress([0x02, 0x00, a, b, c, d])
 }
 
 /// A connection's identity: local and remote address and port.
@@ -228,15 +254,20 @@ pub struct Stats {
     pub conn_steps: u64,
     /// Packets received from the device.
     pub rx_packets: u64,
-    /// Packets handed to smoltcp without a connection (RST or ICMP replies).
+    /// Packets handed to smoltcp without a connection (RST or ICMP replies;
+    /// on Ethernet also ARP).
     pub unmatched: u64,
+    /// Ethernet only: neighbor (IP, MAC) pairs fed to smoltcp's ARP cache
+    /// by the stack, when learned and every 20 s after (see the
+    /// `stack::neighbor` module).
+    pub neighbor_feeds: u64,
 }
 
 /// A connection's index in the connection slab.
 type ConnId = u32;
 
 /// What a connection looked like after its previous step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Snap {
     state: State,
     recv_queue: usize,
@@ -256,7 +287,12 @@ struct Conn {
     /// Its descriptor is closed: free it when smoltcp is done.
     orphan: bool,
     in_demux: bool,
+    /// When smoltcp next wants this connection polled (its `poll_at`), if
+    /// later than now.
     timer: Option<Instant>,
+    /// The deadline of this connection's entry in the timer queue, if it
+    /// has one: never later than `timer` (see `Core::arm_timer`).
+    timer_entry: Option<Instant>,
     dirty: bool,
     /// Buffers of the default size (returned to the pool when freed).
     poolable: bool,
@@ -348,6 +384,10 @@ struct Core {
     addr: Ipv4Addr,
     /// Every local address, `addr` first.
     addrs: Vec<Ipv4Addr>,
+    /// Bytes before the IP header: 0 on `Medium::Ip`, 14 on Ethernet.
+    link_header: usize,
+    /// Ethernet only: the neighbors kept in smoltcp's ARP cache.
+    neighbors: Option<neighbor::Neighbors>,
     pool_max: usize,
     buffer_size: usize,
     caps: DeviceCapabilities,
@@ -361,12 +401,23 @@ struct Core {
     socks: Vec<SockSlot>,
     free_socks: Vec<u32>,
     sock_count: usize,
-    dirty: Vec<ConnId>,
-    /// The dirty list being processed by `poll` (kept for its capacity).
-    scratch: Vec<ConnId>,
-    timers: BTreeSet<(Instant, ConnId)>,
+    /// Connections waiting for egress, in order (each at most once: see
+    /// `Conn::dirty`).
+    dirty: VecDeque<ConnId>,
+    /// Connection deadlines (entries may be stale: see `arm_timer`).
+    timers: TimerWheel,
+    /// Connections with a live entry in `timers`.
+    armed: usize,
+    /// The device refused a packet since the start of the last egress
+    /// pass: user calls leave their connections on the dirty list instead
+    /// of trying the device again.
+    tx_blocked: bool,
+    /// Scratch list for `expire_timers` (kept for its capacity).
+    expired: Vec<(Instant, ConnId)>,
     time_wait: FxHashMap<FourTuple, Instant>,
-    tw_timers: BTreeSet<(Instant, FourTuple)>,
+    /// TIME-WAIT expiries in deadline order: every tuple stays for the same
+    /// [`TIME_WAIT`], so a FIFO is already sorted.
+    tw_timers: VecDeque<(Instant, FourTuple)>,
     pool: Vec<(SocketSet<'static>, SocketHandle)>,
     empty: SocketSet<'static>,
     reaper: Reaper,
@@ -379,8 +430,9 @@ struct Core {
 ///
 /// Run-to-completion: the application owns the stack and loops
 /// [`poll`](Stack::poll), then [`epoll_wait`](Stack::epoll_wait) with a
-/// zero timeout, then its socket calls. Socket calls take effect on the
-/// wire at the next `poll`.
+/// zero timeout, then its socket calls. `send`, `recv` and `shutdown`
+/// transmit what they leave to send at once; `connect`, `close` and
+/// `listen` take effect on the wire at the next `poll`.
 ///
 /// Methods by role: inputs [`poll`](Stack::poll) (packets, timers, queued
 /// sends); output [`poll_delay`](Stack::poll_delay) (when to poll again);
@@ -504,12 +556,20 @@ fn next_random(state: &mut u64) -> u64 {
 }
 
 impl<D: Device> Stack<D> {
-    /// A stack on `device` (which must be `Medium::Ip` for now: `EINVAL`
-    /// otherwise), at time `now`. Fails with the OS error if no random seed
-    /// can be had.
+    /// A stack on `device` (`Medium::Ip`, or `Medium::Ethernet` with
+    /// [`StackConfig::mac`]; `EINVAL` otherwise, or for a multicast MAC), at
+    /// time `now`. Fails with the OS error if no random seed can be had.
     pub fn new(mut device: D, config: StackConfig, now: Instant) -> Result<Stack<D>, Errno> {
         let caps = device.capabilities();
-        if caps.medium != Medium::Ip || config.prefix_len > 32 {
+        let (hardware_addr, link_header) = match caps.medium {
+            Medium::Ip => (HardwareAddress::Ip, 0),
+            Medium::Ethernet if config.mac.is_unicast() => (
+                HardwareAddress::Ethernet(config.mac),
+                neighbor::ETHERNET_HEADER,
+            ),
+            _ => return Err(Errno::EINVAL),
+        };
+        if config.prefix_len > 32 {
             return Err(Errno::EINVAL);
         }
         let seed = match config.seed {
@@ -517,7 +577,7 @@ impl<D: Device> Stack<D> {
             None => getrandom::u64().map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))?,
         };
         let mut rng = seed;
-        let mut iface_config = Config::new(HardwareAddress::Ip);
+        let mut iface_config = Config::new(hardware_addr);
         iface_config.random_seed = next_random(&mut rng);
         let mut iface = Interface::new(iface_config, &mut device, now);
         let mut added = true;
@@ -551,6 +611,9 @@ impl<D: Device> Stack<D> {
             core: Core {
                 addr: config.addr,
                 addrs,
+                link_header,
+                neighbors: (link_header != 0)
+                    .then(|| neighbor::Neighbors::new(config.mac, config.addr, config.prefix_len)),
                 pool_max: config.pool_max,
                 buffer_size,
                 caps,
@@ -564,11 +627,13 @@ impl<D: Device> Stack<D> {
                 socks: Vec::new(),
                 free_socks: Vec::new(),
                 sock_count: 0,
-                dirty: Vec::new(),
-                scratch: Vec::new(),
-                timers: BTreeSet::new(),
+                dirty: VecDeque::new(),
+                timers: TimerWheel::new(now),
+                armed: 0,
+                tx_blocked: false,
+                expired: Vec::new(),
                 time_wait: FxHashMap::default(),
-                tw_timers: BTreeSet::new(),
+                tw_timers: VecDeque::new(),
                 pool: Vec::new(),
                 empty: SocketSet::new(Vec::new()),
                 reaper: Reaper::default(),
@@ -603,7 +668,7 @@ impl<D: Device> Stack<D> {
         stats.pooled = self.core.pool.len();
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();
-        stats.timers = self.core.timers.len();
+        stats.timers = self.core.armed;
         stats
     }
 
@@ -622,6 +687,7 @@ impl<D: Device> Stack<D> {
         }
         let now = core.now;
         core.reap();
+        core.refresh_neighbors(iface);
         let mut busy = false;
         while let Some((rx, reply)) = device.receive(now) {
             busy = true;
@@ -629,34 +695,55 @@ impl<D: Device> Stack<D> {
             phy::RxToken::consume(rx, |frame| core.ingress(iface, frame, reply));
         }
         busy |= core.expire_timers(now);
-        // Swap the dirty list with the (empty) scratch list, so that both
-        // keep their capacity and connections dirtied by this pass wait for
-        // the next one.
-        let mut list = std::mem::take(&mut core.scratch);
-        std::mem::swap(&mut list, &mut core.dirty);
-        for id in list.drain(..) {
-            let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
-                continue;
+        // The peer may have drained the link since the last refusal.
+        core.tx_blocked = false;
+        // Connections dirtied during this pass join the back of the list
+        // and wait for the next one.
+        let waiting = core.dirty.len();
+        for visited in 1..=waiting {
+            let Some(id) = core.dirty.pop_front() else {
+                break;
             };
-            if !conn.dirty {
-                continue;
+            let out = egress(device, iface, core, id);
+            busy |= out.sent > 0;
+            if out.blocked {
+                // The device is full: the connections not yet visited keep
+                // their turn at the front, instead of each finding the
+                // device full again.
+                trace!(left = waiting - visited, "egress: device full");
+                break;
             }
-            conn.dirty = false;
-            let mut sent = 0;
-            while sent < EGRESS_BUDGET {
-                match iface.poll_egress(now, device, &mut conn.set) {
-                    PollResult::SocketStateChanged => sent += 1,
-                    PollResult::None => break,
-                }
-            }
-            if sent > 0 {
-                busy = true;
-                trace!(conn = id, segments = sent, "egress");
-            }
-            core.settle(iface, id, Cause::Egress);
         }
-        core.scratch = list;
         busy
+    }
+
+    /// After a user call changed connection `id` (data queued or taken, a
+    /// shutdown): settle it and, if smoltcp has something to send now (the
+    /// data, a FIN, a window update), send it now, as Linux's
+    /// `tcp_sendmsg` and `tcp_recvmsg` do, instead of at the next poll.
+    pub(crate) fn user_step(&mut self, id: ConnId) {
+        let Stack {
+            device,
+            iface,
+            core,
+            ..
+        } = self;
+        let now = core.now;
+        let blocked = core.tx_blocked;
+        let Some(conn) = core.conn_mut(id) else {
+            return;
+        };
+        let at = iface.poll_at(now, &conn.set);
+        if at.is_some_and(|t| t <= now) && !blocked {
+            // Something to send: egress settles the connection after it.
+            conn.dirty = true;
+            egress(device, iface, core, id);
+        } else {
+            // Nothing to send now, or the device refused a packet since
+            // the last poll: settling puts the connection on the dirty list
+            // if it has something to send, for the next poll.
+            core.settle_at(at, id, Cause::User);
+        }
     }
 
     /// How long the caller may wait before the next [`poll`](Stack::poll):
@@ -667,8 +754,8 @@ impl<D: Device> Stack<D> {
             return Some(Duration::ZERO);
         }
         let first = [
-            self.core.timers.first().map(|&(t, _)| t),
-            self.core.tw_timers.first().map(|&(t, _)| t),
+            self.core.timers.next_deadline(),
+            self.core.tw_timers.front().map(|&(t, _)| t),
         ]
         .into_iter()
         .flatten()
@@ -679,6 +766,64 @@ impl<D: Device> Stack<D> {
             Duration::ZERO
         })
     }
+}
+
+/// Egress of one dirty connection: smoltcp is asked for segments until it
+/// has none left (it sends at most one per socket per call), the device
+/// pushes back, or [`EGRESS_BUDGET`] is spent; then the connection is
+/// settled (a connection with more to send is marked dirty again). Returns
+/// what happened.
+fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> Egress {
+    let now = core.now;
+    let mut out = Egress::default();
+    let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
+        return out;
+    };
+    if !conn.dirty {
+        return out;
+    }
+    conn.dirty = false;
+    // smoltcp's `poll_at` is cheaper than a `poll_egress` that finds
+    // nothing to send, and settling needs it anyway.
+    let mut at = None;
+    let mut refused = false;
+    while out.sent < EGRESS_BUDGET {
+        match iface.poll_egress(now, device, &mut conn.set) {
+            PollResult::SocketStateChanged => out.sent += 1,
+            PollResult::None => {
+                refused = true;
+                break;
+            }
+        }
+        let next = iface.poll_at(now, &conn.set);
+        if next.is_none_or(|t| t > now) {
+            at = Some(next);
+            break;
+        }
+    }
+    if out.sent > 0 {
+        trace!(conn = id, segments = out.sent, "egress");
+    }
+    let at = match at {
+        Some(at) => at,
+        None => iface.poll_at(now, &conn.set),
+    };
+    // smoltcp had something to send now and sent nothing more: the device
+    // refused a packet.
+    out.blocked = refused && at.is_some_and(|t| t <= now);
+    core.tx_blocked |= out.blocked;
+    core.settle_at(at, id, Cause::Egress);
+    out
+}
+
+/// What [`egress`] did on one connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Egress {
+    /// Segments sent.
+    sent: usize,
+    /// The device refused a segment (back-pressure): the connection stays
+    /// dirty, and so should the others waiting for egress.
+    blocked: bool,
 }
 
 /// Applies socket options to a connection's smoltcp socket.
@@ -734,7 +879,7 @@ impl Core {
             && !conn.dirty
         {
             conn.dirty = true;
-            self.dirty.push(id);
+            self.dirty.push_back(id);
             trace!(conn = id, "dirty");
         }
     }
@@ -847,6 +992,7 @@ impl Core {
             orphan: false,
             in_demux: false,
             timer: None,
+            timer_entry: None,
             dirty: false,
             keepalive: false,
             poolable,
@@ -889,8 +1035,9 @@ impl Core {
         if conn.in_demux && self.demux.get(&conn.tuple) == Some(&id) {
             self.demux.remove(&conn.tuple);
         }
-        if let Some(t) = conn.timer {
-            self.timers.remove(&(t, id));
+        if conn.timer_entry.is_some() {
+            // Its wheel entry goes stale.
+            self.armed -= 1;
         }
         if let Some(lid) = conn.listener
             && let Ok(entry) = self.entry_mut(lid)
@@ -911,13 +1058,7 @@ impl Core {
 
     /// Closes the sockets whose last descriptor went away.
     fn reap(&mut self) {
-        let ids = {
-            let mut list = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
-            if list.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *list)
-        };
+        let ids = self.reaper.take();
         for id in ids {
             let Some(slot) = self.socks.get_mut(id.index as usize) else {
                 continue;
@@ -981,9 +1122,15 @@ impl Core {
 
     /// Handles one received packet.
     fn ingress<T: phy::TxToken>(&mut self, iface: &mut Interface, frame: &[u8], reply: T) {
-        let Some(seg) = parse(frame) else {
+        let packet = if self.link_header == 0 {
+            Some(frame)
+        } else {
+            self.ethernet_ipv4(iface, frame)
+        };
+        let Some(seg) = packet.and_then(parse) else {
             if self.addrs.len() > 1
-                && let Ok(ip) = Ipv4Packet::new_checked(frame)
+                && let Some(packet) = packet
+                && let Ok(ip) = Ipv4Packet::new_checked(packet)
                 && !self.addrs.contains(&ip.dst_addr())
             {
                 trace!(dst = %ip.dst_addr(), "packet to a foreign address dropped");
@@ -1036,8 +1183,9 @@ impl Core {
             caps,
         };
         iface.poll_ingress_single(now, &mut one, &mut conn.set);
+        // Settling marks the connection dirty if smoltcp has something to
+        // send now (an ACK, data the window let through).
         self.settle(iface, id, Cause::Ingress);
-        self.mark_dirty(id);
     }
 
     fn feed_unmatched<T: phy::TxToken>(&mut self, iface: &mut Interface, frame: &[u8], reply: T) {
@@ -1081,10 +1229,9 @@ impl Core {
             self.stats.syn_dropped += 1;
             return None;
         }
-        if let Some(until) = self.time_wait.remove(&seg.tuple) {
-            // A new SYN reuses a TIME-WAIT tuple (RFC 6191 spirit).
-            self.tw_timers.remove(&(until, seg.tuple));
-        }
+        // A new SYN reuses a TIME-WAIT tuple (RFC 6191 spirit); its queue
+        // entry goes stale.
+        self.time_wait.remove(&seg.tuple);
         let id = self.new_conn(seg.tuple, &opts);
         if let Ok(entry) = self.entry_mut(lid)
             && let Kind::Listener(l) = &mut entry.kind
@@ -1110,22 +1257,20 @@ impl Core {
         Some(id)
     }
 
-    /// After a user call on connection `id`: settle it, and egress it at
-    /// the next poll (a send to transmit, a recv to open the window).
-    fn settle_user(&mut self, id: ConnId) {
-        self.settle_inner(None, id, Cause::User);
-        self.mark_dirty(id);
-    }
-
     fn settle(&mut self, iface: &mut Interface, id: ConnId, cause: Cause) {
-        self.settle_inner(Some(iface), id, cause);
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        let at = iface.poll_at(self.now, &conn.set);
+        self.settle_at(at, id, cause);
     }
 
     /// After a step on connection `id`: turn the changes since the previous
     /// step into events (DESIGN.md's table), run the connection's life
     /// cycle (accept queue, free, TIME-WAIT), refresh and wake its socket,
     /// and reschedule its timer (when `iface` is given).
-    fn settle_inner(&mut self, mut iface: Option<&mut Interface>, id: ConnId, cause: Cause) {
+    /// `at` is smoltcp's `poll_at` for the connection as it is now.
+    fn settle_at(&mut self, at: Option<Instant>, id: ConnId, cause: Cause) {
         let now = self.now;
         self.stats.conn_steps += 1;
         let Some(conn) = self.conn_mut(id) else {
@@ -1212,10 +1357,7 @@ impl Core {
         };
         // An orphan in TIME-WAIT is freed once its last ACK is out: after
         // an egress pass that left nothing to send.
-        let flushed = cause == Cause::Egress
-            && iface
-                .as_deref_mut()
-                .is_some_and(|i| i.poll_at(now, &conn.set).is_none_or(|t| t > now));
+        let flushed = cause == Cause::Egress && at.is_none_or(|t| t > now);
         if state == State::Closed || (state == State::TimeWait && conn.orphan && flushed) {
             if conn.in_demux {
                 conn.in_demux = false;
@@ -1225,18 +1367,19 @@ impl Core {
                 }
                 if state == State::TimeWait {
                     let until = now + TIME_WAIT;
-                    if let Some(old) = self.time_wait.insert(tuple, until) {
-                        self.tw_timers.remove(&(old, tuple));
-                    }
-                    self.tw_timers.insert((until, tuple));
+                    // A tuple already in TIME-WAIT keeps a stale queue
+                    // entry; `expire_timers` skips it.
+                    self.time_wait.insert(tuple, until);
+                    self.tw_timers.push_back((until, tuple));
                     trace!(?tuple, "TIME-WAIT: buffers freed, tuple kept");
                 }
             }
             let Some(conn) = self.conn_mut(id) else {
                 return;
             };
-            if let Some(t) = conn.timer.take() {
-                self.timers.remove(&(t, id));
+            conn.timer = None;
+            if conn.timer_entry.take().is_some() {
+                self.armed -= 1;
             }
             let Some(conn) = self.conn_mut(id) else {
                 return;
@@ -1245,25 +1388,11 @@ impl Core {
                 self.free_conn(id);
                 return;
             }
-        } else if let Some(iface) = iface {
-            let at = iface.poll_at(now, &conn.set);
-            let old = conn.timer;
-            match at {
-                Some(t) if t <= now => self.mark_dirty(id),
-                _ => {}
+        } else {
+            if at.is_some_and(|t| t <= now) {
+                self.mark_dirty(id);
             }
-            let new = at.filter(|&t| t > now);
-            if old != new {
-                if let Some(t) = old {
-                    self.timers.remove(&(t, id));
-                }
-                if let Some(t) = new {
-                    self.timers.insert((t, id));
-                }
-                if let Some(conn) = self.conn_mut(id) {
-                    conn.timer = new;
-                }
-            }
+            self.arm_timer(id, at.filter(|&t| t > now));
         }
 
         // The socket.
@@ -1271,6 +1400,13 @@ impl Core {
             return;
         };
         if let Some(sid) = conn.sock {
+            // A packet or an egress pass that changed nothing observable
+            // leaves the socket's readiness as it was: nothing to store,
+            // nothing to wake. (User calls may have changed the socket's
+            // own flags, so they always refresh.)
+            if cause != Cause::User && before == after && key.is_empty() && error.is_none() {
+                return;
+            }
             if let Some(e) = error
                 && let Ok(entry) = self.entry_mut(sid)
             {
@@ -1281,28 +1417,79 @@ impl Core {
         }
     }
 
-    /// Pops expired timers; returns true if any fired.
+    /// Sets connection `id`'s deadline to `deadline`, lazily.
+    ///
+    /// Most steps move a deadline *later* (a delayed ACK or a
+    /// retransmission timer pushed back by new traffic) or clear it. Those
+    /// leave the wheel alone: the connection's live entry stays where it
+    /// is, comes out early, and [`expire_timers`](Core::expire_timers)
+    /// pushes it again at the deadline of that moment. Only a deadline
+    /// earlier than the live entry pushes a new entry (the old one goes
+    /// stale: the wheel never searches). So a busy connection costs about
+    /// one O(1) push per timer period, not one per segment.
+    fn arm_timer(&mut self, id: ConnId, deadline: Option<Instant>) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.timer = deadline;
+        let Some(t) = deadline else {
+            return;
+        };
+        let old = conn.timer_entry;
+        if old.is_some_and(|e| e <= t) {
+            return;
+        }
+        conn.timer_entry = Some(t);
+        if old.is_none() {
+            self.armed += 1;
+        }
+        self.timers.push(t, id);
+    }
+
+    /// Pops expired timer entries: a connection whose deadline has come is
+    /// marked dirty (egress runs smoltcp's timers); one whose deadline moved
+    /// later is re-queued. Returns true if any deadline came.
     fn expire_timers(&mut self, now: Instant) -> bool {
         let mut fired = false;
-        while let Some(&(t, id)) = self.timers.first() {
-            if t > now {
-                break;
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.expire(now, &mut expired);
+        for (t, id) in expired.drain(..) {
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            if conn.timer_entry != Some(t) {
+                // Stale: the deadline moved earlier, or the connection
+                // was freed (and its slot perhaps reused).
+                continue;
             }
-            self.timers.pop_first();
-            fired = true;
-            if let Some(conn) = self.conn_mut(id) {
-                conn.timer = None;
+            conn.timer_entry = None;
+            match conn.timer {
+                Some(deadline) if deadline > now => {
+                    conn.timer_entry = Some(deadline);
+                    self.timers.push(deadline, id);
+                }
+                Some(_) => {
+                    conn.timer = None;
+                    self.armed -= 1;
+                    fired = true;
+                    trace!(conn = id, "timer expired");
+                    self.mark_dirty(id);
+                }
+                None => self.armed -= 1,
             }
-            trace!(conn = id, "timer expired");
-            self.mark_dirty(id);
         }
-        while let Some(&(t, tuple)) = self.tw_timers.first() {
+        self.expired = expired;
+        while let Some(&(t, tuple)) = self.tw_timers.front() {
             if t > now {
                 break;
             }
-            self.tw_timers.pop_first();
-            self.time_wait.remove(&tuple);
-            trace!(?tuple, "TIME-WAIT over");
+            self.tw_timers.pop_front();
+            // Skip stale entries: the tuple was reused, or re-entered
+            // TIME-WAIT later.
+            if self.time_wait.get(&tuple) == Some(&t) {
+                self.time_wait.remove(&tuple);
+                trace!(?tuple, "TIME-WAIT over");
+            }
         }
         fired
     }

@@ -15,6 +15,7 @@ pub mod net;
 pub mod pingpong;
 pub mod rr;
 pub mod scale;
+pub mod threaded;
 
 use std::io;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "c1m",
         run: c1m::run,
+    },
+    Scenario {
+        name: "threaded",
+        run: threaded::run,
     },
     Scenario {
         name: "bulk",

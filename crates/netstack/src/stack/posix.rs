@@ -270,7 +270,7 @@ impl<D: Device> Stack<D> {
         let sock = conn.tcp_mut();
         if sock.recv_queue() > 0 && !buf.is_empty() {
             let n = sock.recv_slice(buf).unwrap_or(0);
-            core.settle_user(cid);
+            self.user_step(cid);
             trace!(fd, bytes = n, "recv");
             return Ok(n);
         }
@@ -321,7 +321,7 @@ impl<D: Device> Stack<D> {
         if n == 0 {
             return Err(Errno::EAGAIN);
         }
-        core.settle_user(cid);
+        self.user_step(cid);
         trace!(fd, bytes = n, "send");
         Ok(n)
     }
@@ -372,10 +372,9 @@ impl<D: Device> Stack<D> {
             if let Some(conn) = core.conn_mut(cid) {
                 conn.tcp_mut().close();
             }
-            core.mark_dirty(cid);
         }
         trace!(fd, how, "shutdown");
-        core.settle_user(cid);
+        self.user_step(cid);
         Ok(())
     }
 
@@ -616,14 +615,28 @@ impl<D: Device> Stack<D> {
             .map_or(Err(Errno::EPERM), |p| Ok(p.poll()))
     }
 
+    /// The file description behind `fd` (`EBADF` if none), for drivers
+    /// that wait on its wait queue (the threaded mode).
+    pub fn file(&self, fd: i32) -> Result<File, Errno> {
+        self.files.get(fd)
+    }
+
+    /// Closes every descriptor, as a process exit does: sockets close
+    /// (FIN, or RST with unread data) at the next [`poll`](Stack::poll),
+    /// epolls drop their registrations.
+    pub fn close_all(&mut self) {
+        self.files.clear();
+        self.core.reap();
+    }
+
     // ---- helpers ------------------------------------------------------------
 
     fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
         self.core.reap();
-        match self.files.get(fd)? {
+        self.files.with(fd, |file| match file {
             File::Socket(s) => Ok(s.id()),
             File::Basic(_) => Err(Errno::ENOTSOCK),
-        }
+        })?
     }
 
     fn install(
@@ -680,8 +693,7 @@ impl<D: Device> Stack<D> {
                 }
                 core.free_socks.push(index);
                 core.sock_count -= 1;
-                let mut list = core.reaper.lock().unwrap_or_else(|e| e.into_inner());
-                list.retain(|&s| s != id);
+                core.reaper.forget(id);
                 Err(e)
             }
         }

@@ -25,7 +25,13 @@ impl Pair {
     }
 
     pub fn with_buffers(buffer_size: usize) -> Pair {
-        let (a, b) = Link::pair(1500);
+        Pair::with_link(buffer_size, Link::default_capacity(1500))
+    }
+
+    /// A pair whose link holds `capacity` packets each way (back-pressure
+    /// past it).
+    pub fn with_link(buffer_size: usize, capacity: usize) -> Pair {
+        let (a, b) = Link::pair_with(1500, capacity);
         let now = Instant::from_secs(1);
         let mut sc = StackConfig::new(SERVER, 15);
         sc.seed = Some(1);

@@ -1,0 +1,1018 @@
+//! The threaded mode (NtyTcp's model): a stack thread owns the [`Stack`],
+//! application threads call blocking or non-blocking sockets and
+//! `epoll_wait` through a [`Net`] handle from any thread.
+//!
+//! ## Design
+//!
+//! - **One lock, taken by both sides.** The `Stack` sits behind a mutex
+//!   shared by the stack thread and every [`Net`] clone. An application
+//!   call takes the lock and runs the stack's non-blocking call directly,
+//!   so a `recv` of data already in the socket's receive buffer, or a
+//!   `send` that fits in its send buffer, completes without waiting for
+//!   the stack thread (the per-socket buffers of the issue are smoltcp's
+//!   own rx/tx rings).
+//! - **Work the call leaves is flushed on the spot.** If the call left
+//!   connections dirty (data to send, a window to open, a SYN, a FIN), the
+//!   calling thread runs [`Stack::poll`] itself before it releases the
+//!   lock: the segment is on the device when the call returns, with no
+//!   thread hop. If that changed the stack's next deadline to before the
+//!   time the stack thread sleeps until, the caller kicks the stack thread
+//!   (a [`Request::Kick`] on the crossbeam channel plus a write to its wake
+//!   eventfd, so its `ppoll` returns and it recomputes its timeout).
+//! - **The stack thread sleeps when idle.** It loops: drain requests, lock,
+//!   [`Stack::poll`], ask [`Stack::poll_delay`], arm the device
+//!   ([`SleepDevice::prepare_sleep`]), record when it will wake, unlock,
+//!   and `ppoll(2)` on the device's descriptor and the wake eventfd with
+//!   the delay as timeout. An idle `NetThread` makes no system call.
+//! - **Blocking calls sleep on a per-thread parker registered on the
+//!   socket's wait queue** (an [`eventpoll::Waiter`]). The call that got
+//!   `EAGAIN` (or `EINPROGRESS`) registers the parker *while still holding
+//!   the stack lock*: every readiness change happens under that lock, so
+//!   no wake-up can fall between the failed attempt and the registration.
+//!   It then releases the lock, keeps only a weak handle on the socket,
+//!   and sleeps until the stack wakes the queue with a matching mask, the
+//!   timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`: `EAGAIN`, or `EINPROGRESS` for
+//!   `connect`, as Linux), or the socket is gone (its last descriptor
+//!   closed, by another thread or by shutdown): the queue is detached,
+//!   which wakes the parker, and the call fails with `EBADF`. That is a
+//!   deliberate difference from Linux, where a thread blocked in `recv`
+//!   keeps the file alive and stays blocked after another thread's
+//!   `close`.
+//! - **`epoll_wait`** fetches the `Arc<EventPoll>` under the lock, releases
+//!   it, and blocks in eventpoll's own condvar wait. The stack thread's
+//!   wake-ups reach it through the sockets' wait queues.
+//! - **Shutdown** ([`Net::shutdown`], or dropping the last `Net` clone):
+//!   under the lock, mark the stack shut, close every descriptor
+//!   ([`Stack::close_all`]: blocked callers' sockets go away and their
+//!   parkers wake with `EBADF`), poll a few rounds so FINs and RSTs leave,
+//!   and [interrupt](EventPoll::interrupt) every epoll (callers blocked in
+//!   `epoll_wait` get `EBADF`); then send [`Request::Shutdown`], wake and
+//!   join the thread. Every later call fails with `EBADF`.
+//!
+//! ## Lock order
+//!
+//! The stack lock, then eventpoll's locks (a socket's wait-queue lock, an
+//! epoll's ready-list lock), then a parker's mutex (a leaf). No thread ever
+//! blocks (in a condvar, `ppoll` or `epoll_wait`) while holding the stack
+//! lock. Blocking reads and writes of eventfds and pipes run eventpoll's own
+//! blocking code after the stack lock is released; shutdown does not wake
+//! those (only sockets and epolls).
+//!
+//! ## Devices
+//!
+//! A device the stack thread can sleep on implements [`SleepDevice`]: a
+//! descriptor that `ppoll` watches for "packets may have arrived", and a
+//! hook called before each sleep. [`netdev::LinkDevice`] implements it
+//! with its opt-in readiness descriptor; a TAP device returns its own fd
+//! (level-triggered: `prepare_sleep` has nothing to do).
+
+mod io;
+
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration as StdDuration;
+
+use crossbeam_channel::{Receiver, Sender};
+use eventpoll::{
+    BasicFile, EpollEvent, Errno, EventPoll, Events, FileDescription, Pollable, Waiter,
+};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use smoltcp::phy::Device;
+use smoltcp::time::{Duration, Instant};
+
+use crate::socket::{File, Socket};
+use crate::stack::{Stack, StackConfig, Stats};
+use crate::sys;
+
+pub use io::{Epoll, TcpListener, TcpStream};
+
+/// `SO_RCVTIMEO` (Linux's `SO_RCVTIMEO_OLD`), for [`Net::set_timeout`].
+pub const SO_RCVTIMEO: i32 = 20;
+/// `SO_SNDTIMEO` (Linux's `SO_SNDTIMEO_OLD`), for [`Net::set_timeout`].
+pub const SO_SNDTIMEO: i32 = 21;
+
+/// Rounds of [`Stack::poll`] a caller runs to flush the work its call left.
+const INLINE_FLUSH_ROUNDS: usize = 4;
+/// Rounds of shutdown polling, to let FINs and RSTs leave.
+const SHUTDOWN_ROUNDS: usize = 16;
+/// How long a stack thread whose device has no descriptor sleeps at most
+/// (it cannot be woken by packets, so it looks for them this often).
+const NO_FD_POLL: StdDuration = StdDuration::from_millis(1);
+
+/// A device that a stack thread can sleep on.
+///
+/// The contract, for [`NetThread`]: before each sleep the thread calls
+/// [`prepare_sleep`](SleepDevice::prepare_sleep) with the stack lock held;
+/// if it returns false the thread sleeps in `ppoll(2)` until
+/// [`readiness_fd`](SleepDevice::readiness_fd) is readable, the stack's
+/// next timer, or a wake-up from an application thread. So the descriptor
+/// must become readable when a packet arrives after `prepare_sleep`, and
+/// `prepare_sleep` must return true if packets are already waiting (or
+/// clear a readable descriptor that would otherwise wake the thread at
+/// once forever, as an eventfd-style signal does).
+///
+/// - [`netdev::LinkDevice`]: its opt-in readiness descriptor
+///   ([`LinkDevice::readiness_fd`](netdev::LinkDevice::readiness_fd),
+///   armed by `prepare_sleep`).
+/// - A TAP device (to come in netdev): its own descriptor, which `poll`
+///   reports readable while frames are queued; `prepare_sleep` returns
+///   false.
+/// - A device with no descriptor returns `Ok(None)`; the thread then wakes
+///   every millisecond to look for packets.
+pub trait SleepDevice: Device {
+    /// The descriptor to sleep on, enabling it if needed. Called once, on
+    /// the stack thread before its loop starts.
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
+
+    /// Called before each sleep, under the stack lock; true means "packets
+    /// are waiting, do not sleep".
+    fn prepare_sleep(&self) -> bool {
+        false
+    }
+}
+
+impl SleepDevice for netdev::LinkDevice {
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>> {
+        Ok(Some(netdev::LinkDevice::readiness_fd(self)?.as_raw_fd()))
+    }
+
+    fn prepare_sleep(&self) -> bool {
+        self.arm_readiness()
+    }
+}
+
+/// Messages from application threads to the stack thread. The channel
+/// carries them; the wake eventfd gets the thread out of `ppoll` to read
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Recompute the sleep: the stack has work or an earlier deadline.
+    Kick,
+    /// Leave the loop (the stack is already shut).
+    Shutdown,
+}
+
+/// Starts stack threads: see [`NetThread::spawn`]. Never constructed.
+#[derive(Debug)]
+pub struct NetThread(());
+
+impl NetThread {
+    /// A stack on `device` with `config`, owned by a new thread named
+    /// `usertcp-stack`, and the [`Net`] handle to call it from any thread.
+    /// The thread runs until [`Net::shutdown`] or the last `Net` clone is
+    /// dropped. Fails with the stack's errno or the OS error (eventfd,
+    /// thread creation, the device's descriptor).
+    pub fn spawn<D>(device: D, config: StackConfig) -> std::io::Result<Net>
+    where
+        D: SleepDevice + Send + 'static,
+    {
+        let epoch = std::time::Instant::now();
+        let stack = Stack::new(device, config, Instant::ZERO)?;
+        let wake = sys::WakeFd::new()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                stack: Box::new(stack),
+                shut: false,
+                sleep: Sleep::Awake,
+                epolls: Vec::new(),
+            }),
+            wake,
+            requests: tx,
+            epoch,
+            stack_tid: AtomicI32::new(0),
+        });
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+        let thread_shared = shared.clone();
+        let join = std::thread::Builder::new()
+            .name("usertcp-stack".into())
+            .spawn(move || stack_thread(thread_shared, rx, started_tx))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = join.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = join.join();
+                return Err(std::io::Error::other("stack thread died at start"));
+            }
+        }
+        Ok(Net {
+            inner: Arc::new(Inner {
+                shared,
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+}
+
+/// A handle on a stack thread: the POSIX-style calls of [`Stack`], with
+/// the same descriptors and errno, callable from any thread. Sockets block
+/// unless `O_NONBLOCK` (`SOCK_NONBLOCK`, `fcntl`) is set on them.
+///
+/// `Clone + Send + Sync`; dropping the last clone shuts the stack down (see
+/// [`Net::shutdown`]). After shutdown every call fails with `EBADF`.
+#[derive(Clone)]
+pub struct Net {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the stack thread and the handles share.
+struct Shared {
+    state: Mutex<State>,
+    wake: sys::WakeFd,
+    requests: Sender<Request>,
+    epoch: std::time::Instant,
+    /// The stack thread's kernel tid, once it runs.
+    stack_tid: AtomicI32,
+}
+
+struct State {
+    stack: Box<dyn Ops>,
+    shut: bool,
+    sleep: Sleep,
+    /// Every epoll made through this stack, to interrupt at shutdown.
+    epolls: Vec<Weak<EventPoll>>,
+}
+
+/// What the stack thread is doing, as far as a caller needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sleep {
+    /// Running, or about to look at the stack again: no kick needed.
+    Awake,
+    /// Asleep (or about to be) until this time; `None` is no timeout.
+    Until(Option<Instant>),
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
+    fn kick(&self) {
+        // The receiver lives as long as the stack thread; after it left,
+        // there is nobody to kick.
+        let _ = self.requests.send(Request::Kick);
+        self.wake.wake();
+    }
+
+    /// After a call under the lock: flush the work it left, and wake the
+    /// stack thread if it sleeps past the stack's new deadline.
+    fn after_call(&self, st: &mut State) {
+        let now = self.now();
+        for _ in 0..INLINE_FLUSH_ROUNDS {
+            if st.stack.poll_delay(now) != Some(Duration::ZERO) {
+                break;
+            }
+            st.stack.poll(now);
+        }
+        if let Sleep::Until(until) = st.sleep {
+            let next = st.stack.poll_delay(now).map(|d| now + d);
+            let earlier = match (next, until) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(n), Some(u)) => n < u,
+            };
+            if earlier {
+                st.sleep = Sleep::Awake;
+                self.kick();
+            }
+        }
+    }
+}
+
+/// The stack thread.
+fn stack_thread(
+    shared: Arc<Shared>,
+    requests: Receiver<Request>,
+    started: Sender<std::io::Result<()>>,
+) {
+    shared.stack_tid.store(sys::gettid(), Ordering::Relaxed);
+    let dev_fd = match shared.state.lock().stack.readiness_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let _ = started.send(Ok(()));
+    let wake_fd = shared.wake.raw();
+    loop {
+        if requests.try_iter().any(|r| r == Request::Shutdown) {
+            return;
+        }
+        let mut st = shared.state.lock();
+        if st.shut {
+            return;
+        }
+        st.sleep = Sleep::Awake;
+        let now = shared.now();
+        st.stack.poll(now);
+        let delay = st.stack.poll_delay(now);
+        if delay == Some(Duration::ZERO) || st.stack.prepare_sleep() {
+            drop(st);
+            continue;
+        }
+        st.sleep = Sleep::Until(delay.map(|d| now + d));
+        drop(st);
+        let mut timeout = delay.map(|d| StdDuration::from_micros(d.total_micros()));
+        let fds: &[RawFd] = match dev_fd {
+            Some(fd) => &[fd, wake_fd][..],
+            None => {
+                timeout = Some(timeout.map_or(NO_FD_POLL, |t| t.min(NO_FD_POLL)));
+                &[wake_fd][..]
+            }
+        };
+        if let Err(e) = sys::poll_readable(fds, timeout) {
+            tracing::warn!(error = %e, "stack thread: ppoll failed");
+            std::thread::sleep(NO_FD_POLL);
+        }
+        shared.wake.drain();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        shutdown(&self.shared, &self.join);
+    }
+}
+
+fn shutdown(shared: &Shared, join: &Mutex<Option<JoinHandle<()>>>) {
+    let epolls = {
+        let mut st = shared.state.lock();
+        if !st.shut {
+            st.shut = true;
+            st.stack.close_all();
+            let now = shared.now();
+            for _ in 0..SHUTDOWN_ROUNDS {
+                if !st.stack.poll(now) {
+                    break;
+                }
+            }
+        }
+        std::mem::take(&mut st.epolls)
+    };
+    for ep in epolls.iter().filter_map(Weak::upgrade) {
+        ep.interrupt();
+    }
+    let _ = shared.requests.send(Request::Shutdown);
+    shared.wake.wake();
+    let handle = join.lock().take();
+    if let Some(handle) = handle
+        && handle.thread().id() != std::thread::current().id()
+    {
+        // The stack thread never panics by design; if it did, the stack
+        // is shut anyway.
+        let _ = handle.join();
+    }
+}
+
+/// Which timeout a blocking call obeys, and the errno when it expires.
+#[derive(Clone, Copy)]
+enum Dir {
+    /// `SO_RCVTIMEO`, `EAGAIN`.
+    Read,
+    /// `SO_SNDTIMEO`, `EAGAIN`.
+    Write,
+    /// `SO_SNDTIMEO`, `EINPROGRESS`.
+    Connect,
+}
+
+impl Net {
+    /// Locks the stack, or `EBADF` once it is shut down.
+    fn lock(&self) -> Result<MutexGuard<'_, State>, Errno> {
+        let st = self.inner.shared.state.lock();
+        if st.shut {
+            return Err(Errno::EBADF);
+        }
+        Ok(st)
+    }
+
+    /// Runs `op` on the stack and flushes what it left.
+    fn call<T>(&self, op: impl FnOnce(&mut dyn Ops) -> Result<T, Errno>) -> Result<T, Errno> {
+        let mut st = self.lock()?;
+        let r = op(&mut *st.stack);
+        self.inner.shared.after_call(&mut st);
+        r
+    }
+
+    /// The blocking-call loop (module docs): runs `op(stack, nonblocking)`;
+    /// while it fails with an errno for which `retry` holds on a blocking
+    /// socket, sleeps until the socket's queue is woken with `want`, the
+    /// timeout of `dir`, or the socket is gone.
+    fn blocking<T>(
+        &self,
+        fd: i32,
+        want: Events,
+        dir: Dir,
+        mut op: impl FnMut(&mut dyn Ops, bool) -> Result<T, Errno>,
+        retry: impl Fn(Errno) -> bool,
+    ) -> Result<T, Errno> {
+        let mut deadline: Option<Option<std::time::Instant>> = None;
+        let mut watched: Option<Weak<Socket>> = None;
+        loop {
+            let mut st = self.lock()?;
+            let sock = match st.stack.file(fd)? {
+                File::Socket(s) => s,
+                File::Basic(_) => return Err(Errno::ENOTSOCK),
+            };
+            if let Some(w) = &watched
+                && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&sock))
+            {
+                // The descriptor was closed and its number reused.
+                return Err(Errno::EBADF);
+            }
+            let nonblocking = sock.is_nonblocking();
+            let r = op(&mut *st.stack, nonblocking);
+            match r {
+                Err(e) if retry(e) && !nonblocking => {}
+                r => {
+                    self.inner.shared.after_call(&mut st);
+                    return r;
+                }
+            }
+            let limit = match dir {
+                Dir::Read => sock.read_timeout(),
+                Dir::Write | Dir::Connect => sock.write_timeout(),
+            };
+            let deadline = *deadline.get_or_insert_with(|| {
+                limit.and_then(|t| std::time::Instant::now().checked_add(t))
+            });
+            // Registered before the flush below: the flush polls the stack,
+            // and what it receives may be what this call waits for.
+            let parker = PARKER.with(Arc::clone);
+            parker.arm(want | Events::ERR | Events::HUP);
+            let waiter: Arc<dyn Waiter> = parker.clone();
+            let registered = sock.wait_queue().add_waiter(waiter.clone(), false);
+            self.inner.shared.after_call(&mut st);
+            if !registered {
+                return Err(Errno::EBADF);
+            }
+            let weak = Arc::downgrade(&sock);
+            watched = Some(weak.clone());
+            drop(sock);
+            drop(st);
+            let outcome = parker.park(deadline);
+            if let Some(sock) = weak.upgrade() {
+                sock.wait_queue().remove_waiter(&waiter);
+                if Arc::strong_count(&sock) == 1 {
+                    // Its descriptor was closed meanwhile and this is the
+                    // last handle: the stack must reap it.
+                    drop(sock);
+                    self.inner.shared.kick();
+                }
+            }
+            match outcome {
+                Park::Woken => {}
+                Park::Gone => return Err(Errno::EBADF),
+                Park::TimedOut => {
+                    return Err(match dir {
+                        Dir::Connect => Errno::EINPROGRESS,
+                        Dir::Read | Dir::Write => Errno::EAGAIN,
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- socket calls --------------------------------------------------------
+
+    /// `socket(AF_INET, SOCK_STREAM [| SOCK_NONBLOCK | SOCK_CLOEXEC], 0)`,
+    /// as [`Stack::socket`]. Blocking unless `SOCK_NONBLOCK`.
+    pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
+        self.call(|s| s.socket(domain, ty, protocol))
+    }
+
+    /// `bind(fd, addr)`, as [`Stack::bind`].
+    pub fn bind(&self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        self.call(|s| s.bind(fd, addr))
+    }
+
+    /// `listen(fd, backlog)`, as [`Stack::listen`].
+    pub fn listen(&self, fd: i32, backlog: i32) -> Result<(), Errno> {
+        self.call(|s| s.listen(fd, backlog))
+    }
+
+    /// `accept4(fd, flags)`, as [`Stack::accept4`]; on a blocking listener
+    /// it waits for a connection (`EAGAIN` after `SO_RCVTIMEO`).
+    pub fn accept4(&self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno> {
+        self.blocking(
+            fd,
+            Events::IN,
+            Dir::Read,
+            |s, _| s.accept4(fd, flags),
+            |e| e == Errno::EAGAIN,
+        )
+    }
+
+    /// `connect(fd, addr)`, as [`Stack::connect`]; on a blocking socket it
+    /// waits for the handshake and returns `Ok` or its error
+    /// (`ECONNREFUSED`, `ETIMEDOUT`, ...; `EINPROGRESS` after
+    /// `SO_SNDTIMEO`, the handshake going on).
+    pub fn connect(&self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        let mut started = false;
+        self.blocking(
+            fd,
+            Events::OUT,
+            Dir::Connect,
+            |s, _| {
+                if !started {
+                    started = true;
+                    return s.connect(fd, addr);
+                }
+                match s.connect(fd, addr) {
+                    Err(Errno::EISCONN) => Ok(()),
+                    Err(Errno::EALREADY) => Err(Errno::EINPROGRESS),
+                    r => r,
+                }
+            },
+            |e| e == Errno::EINPROGRESS,
+        )
+    }
+
+    /// `recv(fd, buf, 0)`, as [`Stack::recv`]; on a blocking socket it
+    /// waits for data, end of stream or an error (`EAGAIN` after
+    /// `SO_RCVTIMEO`). Buffered data is returned without waiting for the
+    /// stack thread.
+    pub fn recv(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.blocking(
+            fd,
+            Events::IN | Events::RDHUP,
+            Dir::Read,
+            |s, _| s.recv(fd, buf),
+            |e| e == Errno::EAGAIN,
+        )
+    }
+
+    /// `send(fd, buf, 0)`, as [`Stack::send`]. On a blocking socket it
+    /// queues all of `buf`, waiting for send space as needed; if the wait
+    /// times out (`SO_SNDTIMEO`) or fails after some bytes went, it returns
+    /// their count, as Linux does. Data that fits is queued (and handed to
+    /// the device) without waiting for the stack thread.
+    pub fn send(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        let mut sent = 0;
+        let r = self.blocking(
+            fd,
+            Events::OUT,
+            Dir::Write,
+            |s, nonblocking| {
+                loop {
+                    match s.send(fd, &buf[sent..]) {
+                        Ok(n) => {
+                            sent += n;
+                            if sent == buf.len() || nonblocking || n == 0 {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            },
+            |e| e == Errno::EAGAIN,
+        );
+        match r {
+            Ok(()) => Ok(sent),
+            Err(_) if sent > 0 => Ok(sent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `read(fd, buf)`: [`recv`](Net::recv) on a socket; eventfds and pipe
+    /// readers as eventpoll defines them (their blocking waits run outside
+    /// the stack lock, in eventpoll).
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        let file = self.lock()?.stack.file(fd)?;
+        match file {
+            File::Socket(_) => self.recv(fd, buf),
+            File::Basic(BasicFile::EventFd(efd)) => efd.read_bytes(buf),
+            File::Basic(BasicFile::PipeReader(r)) => r.read(buf),
+            File::Basic(BasicFile::PipeWriter(_)) => Err(Errno::EBADF),
+            File::Basic(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `write(fd, buf)`: [`send`](Net::send) on a socket; eventfds and pipe
+    /// writers as eventpoll defines them.
+    pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        let file = self.lock()?.stack.file(fd)?;
+        match file {
+            File::Socket(_) => self.send(fd, buf),
+            File::Basic(BasicFile::EventFd(efd)) => efd.write_bytes(buf),
+            File::Basic(BasicFile::PipeWriter(w)) => w.write(buf),
+            File::Basic(BasicFile::PipeReader(_)) => Err(Errno::EBADF),
+            File::Basic(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `shutdown(fd, how)`, as [`Stack::shutdown`].
+    pub fn shutdown_socket(&self, fd: i32, how: i32) -> Result<(), Errno> {
+        self.call(|s| s.shutdown(fd, how))
+    }
+
+    /// `close(fd)`, as [`Stack::close`]. A thread blocked on the socket
+    /// (in `recv`, `send`, `accept`, `connect`) through this descriptor
+    /// wakes with `EBADF` once its last descriptor is closed.
+    pub fn close(&self, fd: i32) -> Result<(), Errno> {
+        self.call(|s| s.close(fd))
+    }
+
+    /// `dup(fd)`, as [`Stack::dup`].
+    pub fn dup(&self, fd: i32) -> Result<i32, Errno> {
+        self.call(|s| s.dup(fd))
+    }
+
+    /// `fcntl(fd, cmd, arg)`, as [`Stack::fcntl`]; `F_SETFL` with
+    /// `O_NONBLOCK` makes a socket non-blocking.
+    pub fn fcntl(&self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
+        self.call(|s| s.fcntl(fd, cmd, arg))
+    }
+
+    /// `getsockopt(fd, level, name)`, as [`Stack::getsockopt`].
+    pub fn getsockopt(&self, fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
+        self.call(|s| s.getsockopt(fd, level, name))
+    }
+
+    /// `setsockopt(fd, level, name, value)`, as [`Stack::setsockopt`].
+    /// Timeouts take a duration: [`Net::set_timeout`].
+    pub fn setsockopt(&self, fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+        self.call(|s| s.setsockopt(fd, level, name, value))
+    }
+
+    /// `setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO or SO_SNDTIMEO, timeval)`:
+    /// `None` or zero waits forever. `ENOTSOCK`, [`Errno::ENOPROTOOPT`] for
+    /// another option.
+    pub fn set_timeout(
+        &self,
+        fd: i32,
+        name: i32,
+        timeout: Option<StdDuration>,
+    ) -> Result<(), Errno> {
+        let sock = self.socket_file(fd)?;
+        match name {
+            SO_RCVTIMEO => sock.set_read_timeout(timeout),
+            SO_SNDTIMEO => sock.set_write_timeout(timeout),
+            _ => return Err(Errno::ENOPROTOOPT),
+        }
+        Ok(())
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO or SO_SNDTIMEO)`.
+    pub fn timeout(&self, fd: i32, name: i32) -> Result<Option<StdDuration>, Errno> {
+        let sock = self.socket_file(fd)?;
+        match name {
+            SO_RCVTIMEO => Ok(sock.read_timeout()),
+            SO_SNDTIMEO => Ok(sock.write_timeout()),
+            _ => Err(Errno::ENOPROTOOPT),
+        }
+    }
+
+    fn socket_file(&self, fd: i32) -> Result<Arc<Socket>, Errno> {
+        let file = self.lock()?.stack.file(fd)?;
+        match file {
+            File::Socket(s) => Ok(s),
+            File::Basic(_) => Err(Errno::ENOTSOCK),
+        }
+    }
+
+    /// `getsockname(fd)`, as [`Stack::getsockname`].
+    pub fn getsockname(&self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        self.call(|s| s.getsockname(fd))
+    }
+
+    /// `getpeername(fd)`, as [`Stack::getpeername`].
+    pub fn getpeername(&self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        self.call(|s| s.getpeername(fd))
+    }
+
+    // ---- epoll and other descriptors -----------------------------------------
+
+    /// `epoll_create1(flags)`.
+    pub fn epoll_create1(&self, flags: i32) -> Result<i32, Errno> {
+        let mut st = self.lock()?;
+        let fd = st.stack.epoll_create1(flags)?;
+        if let Ok(file) = st.stack.file(fd)
+            && let Some(ep) = file.event_poll()
+        {
+            let ep = Arc::downgrade(ep);
+            st.epolls.retain(|w| w.strong_count() > 0);
+            st.epolls.push(ep);
+        }
+        Ok(fd)
+    }
+
+    /// `epoll_ctl(epfd, op, fd, event)`, as [`Stack::epoll_ctl`].
+    pub fn epoll_ctl(
+        &self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno> {
+        self.call(|s| s.epoll_ctl(epfd, op, fd, event))
+    }
+
+    /// `epoll_wait(epfd, events, maxevents, timeout_ms)`: blocks (negative
+    /// timeout), polls (zero) or waits up to `timeout_ms`, outside the stack
+    /// lock, in eventpoll. `EBADF` if the stack shuts down meanwhile.
+    pub fn epoll_wait(
+        &self,
+        epfd: i32,
+        events: &mut [EpollEvent],
+        maxevents: i32,
+        timeout_ms: i32,
+    ) -> Result<usize, Errno> {
+        let timeout = u64::try_from(timeout_ms).ok().map(StdDuration::from_millis);
+        self.epoll_wait_for(epfd, events, maxevents, timeout)
+    }
+
+    /// [`epoll_wait`](Net::epoll_wait) with a [`Duration`](StdDuration)
+    /// (`None` blocks).
+    pub fn epoll_wait_for(
+        &self,
+        epfd: i32,
+        events: &mut [EpollEvent],
+        maxevents: i32,
+        timeout: Option<StdDuration>,
+    ) -> Result<usize, Errno> {
+        let file = self.lock()?.stack.file(epfd)?;
+        if maxevents <= 0 || maxevents > eventpoll::EP_MAX_EVENTS {
+            return Err(Errno::EINVAL);
+        }
+        // maxevents > 0 was checked above.
+        let maxevents = maxevents as usize;
+        if maxevents > events.len() {
+            return Err(Errno::EFAULT);
+        }
+        let ep = file.event_poll().ok_or(Errno::EINVAL)?.clone();
+        drop(file);
+        ep.wait(&mut events[..maxevents], timeout)
+    }
+
+    /// `eventfd(initval, flags)`.
+    pub fn eventfd(&self, initval: u32, flags: i32) -> Result<i32, Errno> {
+        self.call(|s| s.eventfd(initval, flags))
+    }
+
+    /// `pipe2(flags)`.
+    pub fn pipe2(&self, flags: i32) -> Result<[i32; 2], Errno> {
+        self.call(|s| s.pipe2(flags))
+    }
+
+    /// The readiness of `fd` now, as `poll(2)` would report it.
+    pub fn poll_fd(&self, fd: i32) -> Result<Events, Errno> {
+        self.lock()?.stack.poll_fd(fd)
+    }
+
+    // ---- the handle ------------------------------------------------------------
+
+    /// The stack's counters.
+    pub fn stats(&self) -> Result<Stats, Errno> {
+        Ok(self.lock()?.stack.stats())
+    }
+
+    /// The kernel thread id of the stack thread (for
+    /// `/proc/self/task/TID/stat`).
+    pub fn stack_tid(&self) -> i32 {
+        self.inner.shared.stack_tid.load(Ordering::Relaxed)
+    }
+
+    /// Shuts the stack down now (module docs, "Shutdown"): every socket is
+    /// closed, every blocked caller wakes with `EBADF`, the thread is
+    /// joined. Later calls on any clone fail with `EBADF`. Idempotent.
+    pub fn shutdown(&self) {
+        shutdown(&self.inner.shared, &self.inner.join);
+    }
+
+    /// True once the stack is shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shared.state.lock().shut
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("stack_tid", &self.stack_tid())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- the parker -------------------------------------------------------------
+
+thread_local! {
+    /// Each thread blocks on one socket at a time: one parker per thread.
+    static PARKER: Arc<Parker> = Arc::new(Parker::default());
+}
+
+/// A blocked caller's entry on a socket's wait queue.
+#[derive(Default)]
+struct Parker {
+    state: Mutex<ParkState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct ParkState {
+    want: Events,
+    woken: bool,
+    gone: bool,
+}
+
+enum Park {
+    Woken,
+    Gone,
+    TimedOut,
+}
+
+impl Parker {
+    fn arm(&self, want: Events) {
+        let mut s = self.state.lock();
+        s.want = want;
+        s.woken = false;
+        s.gone = false;
+    }
+
+    fn park(&self, deadline: Option<std::time::Instant>) -> Park {
+        let mut s = self.state.lock();
+        loop {
+            if s.gone {
+                return Park::Gone;
+            }
+            if s.woken {
+                return Park::Woken;
+            }
+            match deadline {
+                None => self.cv.wait(&mut s),
+                Some(d) => {
+                    if self.cv.wait_until(&mut s, d).timed_out() {
+                        return if s.gone {
+                            Park::Gone
+                        } else if s.woken {
+                            Park::Woken
+                        } else {
+                            Park::TimedOut
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Waiter for Parker {
+    fn wake(&self, key: Events) -> bool {
+        let mut s = self.state.lock();
+        if !key.is_empty() && !key.intersects(s.want) {
+            return false;
+        }
+        s.woken = true;
+        drop(s);
+        self.cv.notify_one();
+        true
+    }
+
+    fn detach(&self) {
+        self.state.lock().gone = true;
+        self.cv.notify_one();
+    }
+}
+
+// ---- the stack behind a trait object ----------------------------------------
+
+/// The calls of [`Stack`] the threaded mode makes, object-safe, so that
+/// [`Net`] does not carry the device type.
+trait Ops: Send {
+    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno>;
+    fn bind(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno>;
+    fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno>;
+    fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno>;
+    fn connect(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno>;
+    fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno>;
+    fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno>;
+    fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno>;
+    fn close(&mut self, fd: i32) -> Result<(), Errno>;
+    fn dup(&mut self, fd: i32) -> Result<i32, Errno>;
+    fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno>;
+    fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Result<i32, Errno>;
+    fn setsockopt(&mut self, fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno>;
+    fn getsockname(&mut self, fd: i32) -> Result<SocketAddrV4, Errno>;
+    fn getpeername(&mut self, fd: i32) -> Result<SocketAddrV4, Errno>;
+    fn epoll_create1(&mut self, flags: i32) -> Result<i32, Errno>;
+    fn epoll_ctl(
+        &mut self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno>;
+    fn eventfd(&mut self, initval: u32, flags: i32) -> Result<i32, Errno>;
+    fn pipe2(&mut self, flags: i32) -> Result<[i32; 2], Errno>;
+    fn poll_fd(&self, fd: i32) -> Result<Events, Errno>;
+    fn file(&self, fd: i32) -> Result<File, Errno>;
+    fn close_all(&mut self);
+    fn stats(&self) -> Stats;
+    fn poll(&mut self, now: Instant) -> bool;
+    fn poll_delay(&self, now: Instant) -> Option<Duration>;
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
+    fn prepare_sleep(&self) -> bool;
+}
+
+impl<D: SleepDevice + Send> Ops for Stack<D> {
+    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
+        Stack::socket(self, domain, ty, protocol)
+    }
+    fn bind(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        Stack::bind(self, fd, addr)
+    }
+    fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno> {
+        Stack::listen(self, fd, backlog)
+    }
+    fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno> {
+        Stack::accept4(self, fd, flags)
+    }
+    fn connect(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+        Stack::connect(self, fd, addr)
+    }
+    fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        Stack::recv(self, fd, buf)
+    }
+    fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        Stack::send(self, fd, buf)
+    }
+    fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno> {
+        Stack::shutdown(self, fd, how)
+    }
+    fn close(&mut self, fd: i32) -> Result<(), Errno> {
+        Stack::close(self, fd)
+    }
+    fn dup(&mut self, fd: i32) -> Result<i32, Errno> {
+        Stack::dup(self, fd)
+    }
+    fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
+        Stack::fcntl(self, fd, cmd, arg)
+    }
+    fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
+        Stack::getsockopt(self, fd, level, name)
+    }
+    fn setsockopt(&mut self, fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+        Stack::setsockopt(self, fd, level, name, value)
+    }
+    fn getsockname(&mut self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        Stack::getsockname(self, fd)
+    }
+    fn getpeername(&mut self, fd: i32) -> Result<SocketAddrV4, Errno> {
+        Stack::getpeername(self, fd)
+    }
+    fn epoll_create1(&mut self, flags: i32) -> Result<i32, Errno> {
+        Stack::epoll_create1(self, flags)
+    }
+    fn epoll_ctl(
+        &mut self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno> {
+        Stack::epoll_ctl(self, epfd, op, fd, event)
+    }
+    fn eventfd(&mut self, initval: u32, flags: i32) -> Result<i32, Errno> {
+        Stack::eventfd(self, initval, flags)
+    }
+    fn pipe2(&mut self, flags: i32) -> Result<[i32; 2], Errno> {
+        Stack::pipe2(self, flags)
+    }
+    fn poll_fd(&self, fd: i32) -> Result<Events, Errno> {
+        Stack::poll_fd(self, fd)
+    }
+    fn file(&self, fd: i32) -> Result<File, Errno> {
+        Stack::file(self, fd)
+    }
+    fn close_all(&mut self) {
+        Stack::close_all(self)
+    }
+    fn stats(&self) -> Stats {
+        Stack::stats(self)
+    }
+    fn poll(&mut self, now: Instant) -> bool {
+        Stack::poll(self, now)
+    }
+    fn poll_delay(&self, now: Instant) -> Option<Duration> {
+        Stack::poll_delay(self, now)
+    }
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>> {
+        self.device().readiness_fd()
+    }
+    fn prepare_sleep(&self) -> bool {
+        self.device().prepare_sleep()
+    }
+}

@@ -104,7 +104,7 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
             (_, Some(_)) => false,
             (None, None) => true,
             (Some((m, rate)), None) => {
-                let round = n as f64 / rate * (n as f64 / m as f64).powi(2);
+                let round = predicted_round(m, rate, n);
                 if round > budget.as_secs_f64() {
                     smol_stopped = Some(format!(
                         "stopped after {}: a round at {} is predicted to take {:.2} s (O(N^2) \
@@ -230,10 +230,32 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
     }
 }
 
+/// Stock smoltcp's predicted round time at `n` connections, seconds, from
+/// its `rate` (requests/s) at `m`: a round is `n` requests, and each costs
+/// O(N) (the socket-set scan), so the round grows as (n/m)² × m/rate.
+fn predicted_round(m: usize, rate: f64, n: usize) -> f64 {
+    let (m, n) = (m.max(1) as f64, n as f64);
+    m / rate * (n / m).powi(2)
+}
+
 /// Nanoseconds per round of `n` requests as nanoseconds per request.
 fn per_request(figure: Figure, n: usize) -> Figure {
     match figure {
         Figure::Value(ns) => Figure::Value(ns / n.max(1) as f64),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoltcp_round_prediction_grows_with_the_square_of_the_count_per_request() {
+        // 1k connections at 200k req/s: a round takes 5 ms.
+        assert!((predicted_round(1000, 200_000.0, 1000) - 0.005).abs() < 1e-12);
+        // 10x the connections: 10x the requests, each 10x dearer.
+        assert!((predicted_round(1000, 200_000.0, 10_000) - 0.5).abs() < 1e-9);
+        assert_eq!(per_request(Figure::Value(1e6), 1000), Figure::Value(1000.0));
     }
 }

@@ -149,6 +149,22 @@ pub fn run<D: Device + Wake>(
     }
 }
 
+/// Keeps polling (as [`run`]) until the stack has no connection left or
+/// `max` has passed: lets closed connections send their FIN and hear the
+/// peer's before a program exits (a program that exits at once leaves the
+/// peer's sockets open). Returns true if every connection finished.
+pub fn linger<D: Device + Wake>(stack: &mut Stack<D>, clock: &Clock, max: StdDuration) -> bool {
+    let start = std::time::Instant::now();
+    let stop = AtomicBool::new(false);
+    run(stack, clock, &stop, |st| {
+        if st.stats().connections == 0 || start.elapsed() >= max {
+            stop.store(true, Ordering::Relaxed);
+        }
+        false
+    });
+    stack.stats().connections == 0
+}
+
 /// What a server says to the bytes it receives.
 pub trait Protocol {
     /// Per-connection state.

@@ -79,6 +79,22 @@ pub struct TapStats {
     pub tx_errors: u64,
 }
 
+/// How the device reads and writes frames: the TAP's descriptor, or a
+/// scripted fake in the tests.
+trait FrameIo {
+    fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn send_frame(&self, frame: &[u8]) -> io::Result<usize>;
+}
+
+impl FrameIo for Iface {
+    fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+    fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
+        self.send(frame)
+    }
+}
+
 /// A TAP device for smoltcp (see the module docs).
 pub struct Tap {
     iface: Iface,
@@ -196,7 +212,9 @@ impl Tap {
 }
 
 impl Out {
-    fn flush(&mut self, iface: &Iface) -> bool {
+    /// Writes the frame waiting in `buf`, if any. Returns true when nothing
+    /// waits any more (written, or lost to an error other than `EAGAIN`).
+    fn flush(&mut self, iface: &impl FrameIo) -> bool {
         let Some(len) = self.pending else {
             return true;
         };
@@ -230,9 +248,9 @@ impl Out {
 }
 
 /// Writes one frame, retrying on `EINTR`.
-fn write_frame(iface: &Iface, frame: &[u8]) -> io::Result<()> {
+fn write_frame(iface: &impl FrameIo, frame: &[u8]) -> io::Result<()> {
     loop {
-        match iface.send(frame) {
+        match iface.send_frame(frame) {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -242,12 +260,12 @@ fn write_frame(iface: &Iface, frame: &[u8]) -> io::Result<()> {
 
 impl RxQueue {
     /// Reads up to [`RX_BATCH`] frames into the (empty) queue.
-    fn refill(&mut self, iface: &Iface, out: &mut Out, frame_len: usize) {
+    fn refill(&mut self, iface: &impl FrameIo, out: &mut Out, frame_len: usize) {
         self.next = 0;
         self.count = 0;
         while self.count < RX_BATCH {
             let buf = &mut self.bufs[self.count];
-            match iface.recv(buf) {
+            match iface.recv_frame(buf) {
                 Ok(n) if n > frame_len => out.stats.rx_oversize += 1,
                 Ok(n) => {
                     self.lens[self.count] = n;
@@ -346,14 +364,10 @@ impl phy::TxToken for TapTxToken<'_> {
             out.buf.resize(len, 0);
         }
         let result = f(&mut out.buf[..len]);
-        match write_frame(self.iface, &out.buf[..len]) {
-            Ok(()) => out.sent(len),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                out.stats.tx_blocked += 1;
-                out.pending = Some(len);
-            }
-            Err(e) => out.failed(e),
-        }
+        // The frame waits in `buf` until written: on EAGAIN it stays there
+        // for the next transmit/receive to retry.
+        out.pending = Some(len);
+        out.flush(self.iface);
         result
     }
 }
@@ -377,6 +391,137 @@ impl std::fmt::Debug for Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// Scripted reads and writes; a write with no script left succeeds.
+    #[derive(Default)]
+    struct Fake {
+        reads: RefCell<VecDeque<io::Result<Vec<u8>>>>,
+        writes: RefCell<VecDeque<io::ErrorKind>>,
+        written: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl FrameIo for Fake {
+        fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.reads.borrow_mut().pop_front() {
+                Some(Ok(f)) => {
+                    let n = f.len().min(buf.len());
+                    buf[..n].copy_from_slice(&f[..n]);
+                    Ok(f.len().min(buf.len()))
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+        fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
+            match self.writes.borrow_mut().pop_front() {
+                Some(kind) => Err(kind.into()),
+                None => {
+                    self.written.borrow_mut().push(frame.to_vec());
+                    Ok(frame.len())
+                }
+            }
+        }
+    }
+
+    fn out() -> Out {
+        Out {
+            buf: vec![0; 1514],
+            pending: None,
+            stats: TapStats::default(),
+            error: None,
+        }
+    }
+
+    /// What a TapTxToken does, on a fake.
+    fn send(out: &mut Out, io: &Fake, frame: &[u8]) {
+        out.buf[..frame.len()].copy_from_slice(frame);
+        out.pending = Some(frame.len());
+        out.flush(io);
+    }
+
+    #[test]
+    fn eagain_keeps_the_frame_until_a_retry_writes_it_whole() {
+        let io = Fake::default();
+        io.writes.borrow_mut().extend([
+            io::ErrorKind::WouldBlock,
+            io::ErrorKind::Interrupted,
+            io::ErrorKind::WouldBlock,
+        ]);
+        let mut out = out();
+        send(&mut out, &io, b"frame one");
+        assert_eq!(out.pending, Some(9), "kept, not dropped");
+        assert!(io.written.borrow().is_empty());
+        // EINTR is retried at once; the second EAGAIN keeps it again.
+        assert!(!out.flush(&io));
+        assert!(out.flush(&io), "written on the third try");
+        assert_eq!(*io.written.borrow(), vec![b"frame one".to_vec()]);
+        assert_eq!(out.pending, None);
+        let s = out.stats;
+        assert_eq!(
+            (s.tx_packets, s.tx_bytes, s.tx_blocked, s.tx_errors),
+            (1, 9, 2, 0)
+        );
+    }
+
+    #[test]
+    fn other_write_errors_are_counted_and_kept_and_the_frame_is_lost() {
+        let io = Fake::default();
+        io.writes
+            .borrow_mut()
+            .push_back(io::ErrorKind::InvalidInput);
+        let mut out = out();
+        send(&mut out, &io, b"bad");
+        assert_eq!(out.pending, None);
+        assert_eq!(out.stats.tx_errors, 1);
+        assert_eq!(
+            out.error.take().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidInput)
+        );
+        send(&mut out, &io, b"good");
+        assert_eq!(*io.written.borrow(), vec![b"good".to_vec()]);
+    }
+
+    #[test]
+    fn refill_reads_a_batch_skipping_oversized_frames_and_stopping_at_errors() {
+        let io = Fake::default();
+        io.reads.borrow_mut().extend([
+            Ok(vec![1; 60]),
+            Ok(vec![2; 1515]), // longer than 1514: dropped, counted
+            Err(io::ErrorKind::Interrupted.into()),
+            Ok(vec![3; 1514]),
+            Err(io::Error::from_raw_os_error(5)), // EIO: stop, keep the error
+            Ok(vec![4; 60]),
+        ]);
+        let mut q = RxQueue {
+            bufs: (0..RX_BATCH)
+                .map(|_| vec![0u8; 1515].into_boxed_slice())
+                .collect(),
+            lens: [0; RX_BATCH],
+            next: 0,
+            count: 0,
+        };
+        let mut out = out();
+        q.refill(&io, &mut out, 1514);
+        assert_eq!(q.count, 2);
+        assert_eq!((q.lens[0], q.bufs[0][0]), (60, 1));
+        assert_eq!((q.lens[1], q.bufs[1][0]), (1514, 3));
+        assert_eq!(
+            (
+                out.stats.rx_oversize,
+                out.stats.rx_errors,
+                out.stats.rx_batches
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(out.error.take().and_then(|e| e.raw_os_error()), Some(5));
+        // The next refill goes on after the error, then meets EAGAIN.
+        q.refill(&io, &mut out, 1514);
+        assert_eq!((q.count, q.lens[0], q.bufs[0][0]), (1, 60, 4));
+        q.refill(&io, &mut out, 1514);
+        assert_eq!(q.count, 0);
+    }
 
     #[test]
     fn open_with_an_impossible_mtu_is_einval() {

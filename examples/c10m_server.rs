@@ -38,7 +38,7 @@ use usertcp::apps::{Echo, rss_bytes};
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    net: common::Net,
+    net: common::Flags,
     /// Port to listen on.
     #[arg(long, default_value_t = 7)]
     port: u16,
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     common::serve(&args.net, args.port, false, Echo, client, |s, _, t| {
         let rss = rss_bytes().unwrap_or(0);
-        let n = s.open();
+        let n = s.open;
         let per = if n > 0 {
             format!(
                 "{:.1} KiB per connection",

@@ -64,7 +64,7 @@ const ROUNDS: u64 = 10;
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    net: common::Net,
+    net: common::Flags,
     /// Use kernel sockets (run where the kernel side of the TAP is).
     #[arg(long, conflicts_with_all = ["tap", "link"])]
     kernel: bool,

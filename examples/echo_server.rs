@@ -30,6 +30,24 @@
 //! ...
 //! [0s] open 0, accepted 10, closed 10, rx 1000000 B, tx 1000000 B; client: 1000 replies, 0 errors
 //! ```
+//!
+//! `--threads N` (with `--tap` or `--link`) runs the stack on a
+//! `netstack::NetThread` and N worker threads sharing the listener, each
+//! with its own epoll watching it with `EPOLLEXCLUSIVE` (see
+//! `http_server`'s header and `usertcp::apps::ThreadedServer`):
+//!
+//! ```text
+//! cargo run --example echo_server -- --link --threads 2 --et
+//! ...
+//! [0s] open 0, accepted 10, closed 10, rx 1000000 B, tx 1000000 B; client: 1000 replies, 0 errors
+//! sudo scripts/netns-tap.sh exec target/debug/examples/echo_server --tap tap0 --threads 2
+//! usertcp at 198.18.0.2 on tap0 (mtu 1500), stack thread + 2 workers
+//! listening on 198.18.0.2:7
+//! [2s] open 0, accepted 1, closed 1, rx 6 B, tx 6 B
+//! ```
+//!
+//! (after `echo hello | sudo scripts/netns-tap.sh exec nc -N 198.18.0.2 7`,
+//! which prints `hello`).
 
 mod common;
 
@@ -40,7 +58,7 @@ use usertcp::apps::Echo;
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    net: common::Net,
+    net: common::Flags,
     /// Port to listen on.
     #[arg(long, default_value_t = 7)]
     port: u16,
@@ -59,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rounds: 100,
     };
     common::serve(&args.net, args.port, args.et, Echo, client, |s, c, t| {
-        let st = s.stats();
+        let st = s.stats;
         let client = c
             .map(|c| {
                 format!(
@@ -72,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "[{}s] open {}, accepted {}, closed {}, rx {} B, tx {} B{client}",
             t.as_secs(),
-            s.open(),
+            s.open,
             st.accepted,
             st.closed,
             st.rx_bytes,

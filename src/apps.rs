@@ -23,12 +23,15 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use eventpoll::{CtlOp, EpollEvent, Errno, Events};
 use netdev::{LinkDevice, Pcap, Tap};
-use netstack::{AF_INET, SOCK_NONBLOCK, SOCK_STREAM, Stack};
+use netstack::{AF_INET, Net, SOCK_NONBLOCK, SOCK_STREAM, Stack};
 use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
@@ -111,6 +114,100 @@ impl<D: Device + Wake> Wake for Pcap<D> {
     fn wants_write(&self) -> bool {
         self.get_ref().wants_write()
     }
+}
+
+/// The socket and epoll calls a [`Server`] makes, so that one server runs
+/// on a [`Stack`] it owns (run-to-completion) or on a [`Net`] handle of a
+/// stack thread (the threaded mode, from any thread). Same descriptors,
+/// same errno.
+pub trait Sockets {
+    /// `socket(2)`.
+    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno>;
+    /// `bind(2)`.
+    fn bind(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno>;
+    /// `listen(2)`.
+    fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno>;
+    /// `accept4(2)`.
+    fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno>;
+    /// `recv(2)`.
+    fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// `send(2)`.
+    fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno>;
+    /// `close(2)`.
+    fn close(&mut self, fd: i32) -> Result<(), Errno>;
+    /// `epoll_create1(2)`.
+    fn epoll_create1(&mut self, flags: i32) -> Result<i32, Errno>;
+    /// `epoll_ctl(2)`.
+    fn epoll_ctl(
+        &mut self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno>;
+    /// `epoll_wait(2)`.
+    fn epoll_wait(
+        &mut self,
+        epfd: i32,
+        events: &mut [EpollEvent],
+        maxevents: i32,
+        timeout_ms: i32,
+    ) -> Result<usize, Errno>;
+}
+
+macro_rules! forward_sockets {
+    () => {
+        fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
+            Self::socket(self, domain, ty, protocol)
+        }
+        fn bind(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
+            Self::bind(self, fd, addr)
+        }
+        fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno> {
+            Self::listen(self, fd, backlog)
+        }
+        fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno> {
+            Self::accept4(self, fd, flags)
+        }
+        fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+            Self::recv(self, fd, buf)
+        }
+        fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+            Self::send(self, fd, buf)
+        }
+        fn close(&mut self, fd: i32) -> Result<(), Errno> {
+            Self::close(self, fd)
+        }
+        fn epoll_create1(&mut self, flags: i32) -> Result<i32, Errno> {
+            Self::epoll_create1(self, flags)
+        }
+        fn epoll_ctl(
+            &mut self,
+            epfd: i32,
+            op: i32,
+            fd: i32,
+            event: Option<&EpollEvent>,
+        ) -> Result<(), Errno> {
+            Self::epoll_ctl(self, epfd, op, fd, event)
+        }
+        fn epoll_wait(
+            &mut self,
+            epfd: i32,
+            events: &mut [EpollEvent],
+            maxevents: i32,
+            timeout_ms: i32,
+        ) -> Result<usize, Errno> {
+            Self::epoll_wait(self, epfd, events, maxevents, timeout_ms)
+        }
+    };
+}
+
+impl<D: Device> Sockets for Stack<D> {
+    forward_sockets!();
+}
+
+impl Sockets for Net {
+    forward_sockets!();
 }
 
 /// The run-to-completion loop: `poll` the stack, run `step` (the
@@ -250,6 +347,171 @@ pub struct ServerStats {
     pub tx_bytes: u64,
 }
 
+impl ServerStats {
+    /// The sum of two servers' counts.
+    pub fn merged(self, other: ServerStats) -> ServerStats {
+        ServerStats {
+            accepted: self.accepted + other.accepted,
+            closed: self.closed + other.closed,
+            rx_bytes: self.rx_bytes + other.rx_bytes,
+            tx_bytes: self.tx_bytes + other.tx_bytes,
+        }
+    }
+}
+
+/// Where a server (or the workers of a [`ThreadedServer`], together)
+/// stands, for progress lines.
+#[derive(Clone, Debug, Default)]
+pub struct Progress<P> {
+    /// Connections open now.
+    pub open: usize,
+    /// The counts, summed over the workers.
+    pub stats: ServerStats,
+    /// Each worker's protocol (one for a run-to-completion server), for
+    /// the protocol's own counters.
+    pub protos: Vec<P>,
+}
+
+/// The threaded mode's server: `workers` application threads, each a
+/// [`Server`] on a [`Net`] handle of a stack thread (`NetThread`),
+/// sharing one listening socket ([`Server::share`]: each worker watches
+/// it with its own epoll and `EPOLLEXCLUSIVE`, accepts, and serves the
+/// connections it accepted with non-blocking calls, sleeping in
+/// `epoll_wait` (at most 50 ms, to notice `stop`)). Nothing is shared
+/// between workers but the stack, so no connection state is locked.
+pub struct ThreadedServer<P> {
+    workers: Vec<JoinHandle<()>>,
+    status: Arc<Vec<Mutex<Progress<P>>>>,
+    stop: Arc<AtomicBool>,
+    net: Net,
+    listener: i32,
+}
+
+impl<P: Protocol + Clone + Send + 'static> ThreadedServer<P> {
+    /// Listens on `port` of `net`'s stack and starts `workers` threads
+    /// (at least one) serving `proto` (each worker gets a clone).
+    pub fn start(
+        net: &Net,
+        port: u16,
+        et: bool,
+        workers: usize,
+        proto: P,
+    ) -> Result<ThreadedServer<P>, Errno>
+    where
+        P::Conn: Send,
+    {
+        let mut handle = net.clone();
+        let listener = listen_socket(&mut handle, port)?;
+        let workers = workers.max(1);
+        let status: Arc<Vec<Mutex<Progress<P>>>> = Arc::new(
+            (0..workers)
+                .map(|_| {
+                    Mutex::new(Progress {
+                        open: 0,
+                        stats: ServerStats::default(),
+                        protos: vec![proto.clone()],
+                    })
+                })
+                .collect(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let mut net = net.clone();
+            let mut server = match Server::share(&mut net, listener, et, proto.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for t in threads {
+                        let _ = JoinHandle::join(t);
+                    }
+                    let _ = handle.close(listener);
+                    return Err(e);
+                }
+            };
+            let status = status.clone();
+            let flag = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("usertcp-worker-{i}"))
+                .spawn(move || {
+                    while !flag.load(Ordering::Relaxed) {
+                        server.step_wait(&mut net, 50);
+                        let mut slot = lock(&status[i]);
+                        slot.open = server.open();
+                        slot.stats = server.stats();
+                        slot.protos[0] = server.protocol().clone();
+                    }
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for t in threads {
+                        let _ = JoinHandle::join(t);
+                    }
+                    let _ = handle.close(listener);
+                    return Err(Errno::EAGAIN);
+                }
+            }
+        }
+        Ok(ThreadedServer {
+            workers: threads,
+            status,
+            stop,
+            net: handle,
+            listener,
+        })
+    }
+
+    /// The workers' progress, summed.
+    pub fn progress(&self) -> Progress<P> {
+        let mut total = Progress {
+            open: 0,
+            stats: ServerStats::default(),
+            protos: Vec::with_capacity(self.status.len()),
+        };
+        for slot in self.status.iter() {
+            let p = lock(slot);
+            total.open += p.open;
+            total.stats = total.stats.merged(p.stats);
+            total.protos.extend(p.protos.iter().cloned());
+        }
+        total
+    }
+
+    /// Stops the workers, joins them, closes the listener and returns the
+    /// final progress. (Their connections stay open until the stack shuts
+    /// down.)
+    pub fn stop(mut self) -> Progress<P> {
+        self.halt();
+        self.progress()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.workers.drain(..) {
+            // A worker only panics on a bug; its counts are then stale.
+            let _ = t.join();
+        }
+        let _ = self.net.close(self.listener);
+    }
+}
+
+/// Locks a worker's slot; a worker that panicked (a bug) leaves its last
+/// counts, which are still worth reading.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<P> Drop for ThreadedServer<P> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.workers.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 struct ServerConn<C> {
     proto: C,
     out: Vec<u8>,
@@ -275,22 +537,33 @@ pub struct Server<P: Protocol> {
 impl<P: Protocol> Server<P> {
     /// Listens on `port` of every local address (backlog 4096) and watches
     /// the listener with a new epoll; `et` makes every watch edge-triggered.
-    pub fn listen<D: Device>(
-        stack: &mut Stack<D>,
-        port: u16,
-        et: bool,
-        proto: P,
-    ) -> Result<Self, Errno> {
-        let listener = stack.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)?;
-        stack.bind(
-            listener,
-            SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
-        )?;
-        stack.listen(listener, 4096)?;
+    pub fn listen<S: Sockets>(stack: &mut S, port: u16, et: bool, proto: P) -> Result<Self, Errno> {
+        let listener = listen_socket(stack, port)?;
         let ep = stack.epoll_create1(0)?;
         let ev = EpollEvent::new(Events::IN | et_flag(et), LISTENER);
         stack.epoll_ctl(ep, CtlOp::Add.to_raw(), listener, Some(&ev))?;
-        Ok(Server {
+        Ok(Self::with(proto, ep, listener, et))
+    }
+
+    /// One of several servers sharing `listener` (from [`listen_socket`]),
+    /// each on its own thread: it watches the listener with a new epoll of
+    /// its own and `EPOLLEXCLUSIVE`, so a new connection wakes one of the
+    /// sleeping servers rather than all of them, and keeps the connections
+    /// it accepts. The listener is not closed when the server goes.
+    pub fn share<S: Sockets>(
+        stack: &mut S,
+        listener: i32,
+        et: bool,
+        proto: P,
+    ) -> Result<Self, Errno> {
+        let ep = stack.epoll_create1(0)?;
+        let ev = EpollEvent::new(Events::IN | Events::EXCLUSIVE | et_flag(et), LISTENER);
+        stack.epoll_ctl(ep, CtlOp::Add.to_raw(), listener, Some(&ev))?;
+        Ok(Self::with(proto, ep, listener, et))
+    }
+
+    fn with(proto: P, ep: i32, listener: i32, et: bool) -> Self {
+        Server {
             proto,
             ep,
             listener,
@@ -299,7 +572,7 @@ impl<P: Protocol> Server<P> {
             events: vec![EpollEvent::default(); 256],
             buf: vec![0; 64 * 1024],
             stats: ServerStats::default(),
-        })
+        }
     }
 
     /// The protocol (for its counters).
@@ -323,11 +596,30 @@ impl<P: Protocol> Server<P> {
         self.stats
     }
 
+    /// Where the server stands: its open connections, its counts and a
+    /// copy of its protocol (for the protocol's own counters).
+    pub fn progress(&self) -> Progress<P>
+    where
+        P: Clone,
+    {
+        Progress {
+            open: self.open(),
+            stats: self.stats,
+            protos: vec![self.proto.clone()],
+        }
+    }
+
     /// One pass: `epoll_wait(0)` and every ready event handled. Returns true
     /// if there were events.
-    pub fn step<D: Device>(&mut self, st: &mut Stack<D>) -> bool {
+    pub fn step<S: Sockets>(&mut self, st: &mut S) -> bool {
+        self.step_wait(st, 0)
+    }
+
+    /// One pass that waits up to `timeout_ms` for events (the threaded
+    /// mode's workers block here; a run-to-completion loop passes 0).
+    pub fn step_wait<S: Sockets>(&mut self, st: &mut S, timeout_ms: i32) -> bool {
         let max = self.events.len() as i32;
-        let n = match st.epoll_wait(self.ep, &mut self.events, max, 0) {
+        let n = match st.epoll_wait(self.ep, &mut self.events, max, timeout_ms) {
             Ok(n) => n,
             Err(_) => return false,
         };
@@ -342,7 +634,7 @@ impl<P: Protocol> Server<P> {
         n > 0
     }
 
-    fn accept_all<D: Device>(&mut self, st: &mut Stack<D>) {
+    fn accept_all<S: Sockets>(&mut self, st: &mut S) {
         // Drain the accept queue: required with ET, harmless with LT.
         while let Ok((fd, _)) = st.accept4(self.listener, SOCK_NONBLOCK) {
             let ev = EpollEvent::new(Events::IN | Events::RDHUP | et_flag(self.et), fd as u64);
@@ -367,7 +659,7 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    fn on_event<D: Device>(&mut self, st: &mut Stack<D>, fd: i32, events: Events) {
+    fn on_event<S: Sockets>(&mut self, st: &mut S, fd: i32, events: Events) {
         if !self.conns.contains_key(&fd) {
             return;
         }
@@ -383,7 +675,7 @@ impl<P: Protocol> Server<P> {
 
     /// Reads and answers until `EAGAIN` (ET) or once (LT), unless output is
     /// waiting for `OUT`.
-    fn pump<D: Device>(&mut self, st: &mut Stack<D>, fd: i32) {
+    fn pump<S: Sockets>(&mut self, st: &mut S, fd: i32) {
         loop {
             let Some(conn) = self.conns.get_mut(&fd) else {
                 return;
@@ -419,7 +711,7 @@ impl<P: Protocol> Server<P> {
     }
 
     /// Sends pending output. Returns false if the connection was closed.
-    fn flush<D: Device>(&mut self, st: &mut Stack<D>, fd: i32) -> bool {
+    fn flush<S: Sockets>(&mut self, st: &mut S, fd: i32) -> bool {
         let Some(conn) = self.conns.get_mut(&fd) else {
             return false;
         };
@@ -465,12 +757,24 @@ impl<P: Protocol> Server<P> {
         true
     }
 
-    fn close<D: Device>(&mut self, st: &mut Stack<D>, fd: i32) {
+    fn close<S: Sockets>(&mut self, st: &mut S, fd: i32) {
         if self.conns.remove(&fd).is_some() {
             self.stats.closed += 1;
             let _ = st.close(fd);
         }
     }
+}
+
+/// A non-blocking listening socket on `port` of every local address
+/// (backlog 4096).
+pub fn listen_socket<S: Sockets>(stack: &mut S, port: u16) -> Result<i32, Errno> {
+    let listener = stack.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)?;
+    stack.bind(
+        listener,
+        SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
+    )?;
+    stack.listen(listener, 4096)?;
+    Ok(listener)
 }
 
 fn et_flag(et: bool) -> Events {

@@ -23,10 +23,12 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use smoltcp::phy::Device;
-use usertcp::apps::{self, Clock, Echo, HTTP_BODY, Http, Protocol, Server, ServerStats, Wake};
+use usertcp::apps::{
+    self, Clock, Echo, HTTP_BODY, Http, Protocol, Server, ServerStats, ThreadedServer, Wake,
+};
 use usertcp::eventpoll::{CtlOp, EpollEvent, Events};
 use usertcp::netdev::{Tap, pcap_file};
-use usertcp::netstack::{AF_INET, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
+use usertcp::netstack::{AF_INET, NetThread, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
 use usertcp::sys;
 
 const STACK: &str = "198.18.0.2";
@@ -264,6 +266,69 @@ fn wrk_two_threads_100_connections_has_no_socket_errors() {
     assert!(stats.accepted >= 100, "{stats:?}");
     assert!(http.requests > 0);
     println!("wrk -t2 -c100 -d3s through the TAP (debug build): {rate} requests/s");
+}
+
+/// The threaded mode on the TAP (`http_server --tap tap0 --threads 4`):
+/// the stack on a `NetThread` sleeping on the TAP's descriptor, 4 worker
+/// threads sharing the listener with `EPOLLEXCLUSIVE`. curl gets the
+/// exact body; a short wrk run has no socket errors, and every request wrk
+/// counts was answered by the workers.
+#[test]
+fn threaded_http_server_on_the_tap_serves_curl_and_wrk() {
+    let Some(ns) = Netns::new("threads") else {
+        return;
+    };
+    let name = ns.name.clone();
+    let net = thread::spawn(move || {
+        sys::enter_netns(&name).expect("setns into the test namespace");
+        let tap = Tap::open(TAP).expect("open the namespace's TAP");
+        NetThread::spawn(tap, StackConfig::new(STACK.parse().unwrap(), 24))
+    })
+    .join()
+    .expect("opening thread")
+    .expect("the stack thread starts");
+    let server = ThreadedServer::start(&net, 80, false, 4, Http::default()).unwrap();
+    let out = ns.exec("curl", &["-s", "--max-time", "10", "http://198.18.0.2/"]);
+    assert!(out.status.success(), "curl: {out:?}");
+    assert_eq!(out.stdout, HTTP_BODY);
+    let mut wrk_requests = 0;
+    if has("wrk") {
+        let out = ns.exec(
+            "wrk",
+            &[
+                "-t1",
+                "-c64",
+                "-d2s",
+                "--timeout",
+                "10s",
+                "http://198.18.0.2/",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk: {out:?}");
+        assert!(!text.contains("Socket errors"), "{text}");
+        assert!(!text.contains("Non-2xx"), "{text}");
+        wrk_requests = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no request count in {text}"));
+        assert!(wrk_requests > 0, "{text}");
+        println!("wrk -t1 -c64 -d2s, threaded server (debug build): {wrk_requests} requests");
+    } else {
+        println!("wrk is not installed (.ci/run installs it): curl only");
+    }
+    let progress = server.stop();
+    let requests: u64 = progress.protos.iter().map(|h| h.requests).sum();
+    assert_eq!(progress.protos.len(), 4, "one protocol per worker");
+    assert!(
+        requests > wrk_requests,
+        "curl's request and wrk's {wrk_requests} answered, got {requests}"
+    );
+    if wrk_requests > 0 {
+        assert!(progress.stats.accepted >= 65, "{progress:?}");
+    }
+    net.shutdown();
 }
 
 /// A kernel client sends 10 MB of random bytes and reads them back.

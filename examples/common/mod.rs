@@ -2,9 +2,19 @@
 //! stack on a TAP (`--tap NAME`) or on an in-process link with a client
 //! stack on its other end (`--link`), optionally captured (`--pcap FILE`).
 //!
-//! `--threads` is not here yet: the threaded stack mode is being built
-//! separately; these examples run the stack on one thread,
-//! run-to-completion.
+//! Two ways to run the stack:
+//!
+//! - default, run-to-completion: one thread polls the stack and runs the
+//!   server's `epoll_wait(0)` loop ([`apps::run`]), sleeping in `poll(2)`
+//!   on the TAP when idle;
+//! - `--threads N`: the stack on a `NetThread` (it sleeps in `ppoll` on the
+//!   TAP's descriptor) and N worker threads, each a [`Server`] on a `Net`
+//!   handle ([`apps::ThreadedServer`]): they share the listening socket,
+//!   each watches it with its own epoll and `EPOLLEXCLUSIVE` (a new
+//!   connection wakes one sleeping worker, not all), accepts, and serves
+//!   the connections it accepted with non-blocking calls, blocking in
+//!   `epoll_wait`. With `--link` the in-process client stack stays
+//!   run-to-completion on the main thread.
 #![allow(dead_code)]
 
 use std::error::Error;
@@ -15,16 +25,16 @@ use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::phy::Device;
 use smoltcp::wire::EthernetAddress;
-use usertcp::apps::{self, Client, Clock, Protocol, Server, Wake};
+use usertcp::apps::{self, Client, Clock, Progress, Protocol, Server, ThreadedServer, Wake};
 use usertcp::netdev::{Link, LinkDevice, Tap, pcap_file};
-use usertcp::netstack::{Stack, StackConfig};
+use usertcp::netstack::{Net, NetThread, Stack, StackConfig};
 
 /// Where the stack's client side (for `--link`) sits.
 pub const LINK_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
 /// Flags shared by the TAP examples.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Net {
+pub struct Flags {
     /// Run on this TAP device, in the current network namespace (see
     /// scripts/netns-tap.sh; run the example under `netns-tap.sh exec`).
     #[arg(long, conflicts_with = "link")]
@@ -52,6 +62,11 @@ pub struct Net {
     /// when their client is done).
     #[arg(long, default_value_t = 0)]
     pub seconds: u64,
+    /// Threaded mode: the stack on its own thread (NetThread) and this many
+    /// worker threads sharing the listener (0: run-to-completion on one
+    /// thread).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
@@ -65,7 +80,7 @@ fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
     Ok(EthernetAddress(mac))
 }
 
-impl Net {
+impl Flags {
     /// The stack configuration for `addr`.
     pub fn config(&self, addr: Ipv4Addr) -> StackConfig {
         let mut c = StackConfig::new(addr, self.prefix);
@@ -80,7 +95,7 @@ impl Net {
 }
 
 /// The callback that reports a run's progress.
-type Report<'a, P> = &'a mut dyn FnMut(&Server<P>, Option<&Client>, Duration);
+type Report<'a, P> = &'a mut dyn FnMut(&Progress<P>, Option<&Client>, Duration);
 
 /// What the in-process client of a `--link` run does.
 pub struct LinkClient {
@@ -93,14 +108,21 @@ pub struct LinkClient {
 
 /// Runs `proto` as an epoll server on `port` on the stack the flags ask
 /// for, calling `report` about once a second (and once at the end).
-pub fn serve<P: Protocol>(
-    net: &Net,
+pub fn serve<P>(
+    net: &Flags,
     port: u16,
     et: bool,
     proto: P,
     link_client: LinkClient,
-    report: impl FnMut(&Server<P>, Option<&Client>, Duration),
-) -> Result<(), Box<dyn Error>> {
+    report: impl FnMut(&Progress<P>, Option<&Client>, Duration),
+) -> Result<(), Box<dyn Error>>
+where
+    P: Protocol + Clone + Send + 'static,
+    P::Conn: Send,
+{
+    if net.threads > 0 {
+        return serve_threaded(net, port, et, proto, link_client, report);
+    }
     let clock = Clock::new();
     let config = net.config(net.addr);
     if let Some(name) = &net.tap {
@@ -172,15 +194,15 @@ pub fn serve<P: Protocol>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn serve_on<D: Device + Wake, P: Protocol>(
-    net: &Net,
+fn serve_on<D: Device + Wake, P: Protocol + Clone>(
+    net: &Flags,
     mut st: Stack<D>,
     link: Option<(Stack<LinkDevice>, LinkClient)>,
     clock: &Clock,
     port: u16,
     et: bool,
     proto: P,
-    mut report: impl FnMut(&Server<P>, Option<&Client>, Duration),
+    mut report: impl FnMut(&Progress<P>, Option<&Client>, Duration),
 ) -> Result<(), Box<dyn Error>> {
     let mut server = Server::listen(&mut st, port, et, proto)?;
     let start = StdInstant::now();
@@ -191,7 +213,7 @@ fn serve_on<D: Device + Wake, P: Protocol>(
         |server: &Server<P>, client: Option<&Client>, last: &mut StdInstant, report: Report<P>| {
             if last.elapsed() >= Duration::from_secs(1) {
                 *last = StdInstant::now();
-                report(server, client, start.elapsed());
+                report(&server.progress(), client, start.elapsed());
             }
             if limit.is_some_and(|l| start.elapsed() >= l) {
                 stop.store(true, Ordering::Relaxed);
@@ -225,10 +247,97 @@ fn serve_on<D: Device + Wake, P: Protocol>(
                 }
                 worked
             });
-            report(&server, Some(&client), start.elapsed());
+            report(&server.progress(), Some(&client), start.elapsed());
             return Ok(());
         }
     }
-    report(&server, None, start.elapsed());
+    report(&server.progress(), None, start.elapsed());
+    Ok(())
+}
+
+/// `--threads N`: the stack on a `NetThread`, N workers (module docs).
+fn serve_threaded<P>(
+    net: &Flags,
+    port: u16,
+    et: bool,
+    proto: P,
+    link_client: LinkClient,
+    mut report: impl FnMut(&Progress<P>, Option<&Client>, Duration),
+) -> Result<(), Box<dyn Error>>
+where
+    P: Protocol + Clone + Send + 'static,
+    P::Conn: Send,
+{
+    let config = net.config(net.addr);
+    let mut client_stack = None;
+    let stack: Net = if let Some(name) = &net.tap {
+        let tap = Tap::open(name)
+            .map_err(|e| format!("opening TAP {name}: {e} (root? inside the namespace?)"))?;
+        eprintln!(
+            "usertcp at {} on {} (mtu {}), stack thread + {} workers",
+            net.addr,
+            tap.name(),
+            tap.mtu(),
+            net.threads
+        );
+        match &net.pcap {
+            Some(path) => NetThread::spawn(pcap_file(tap, path)?.0, config)?,
+            None => NetThread::spawn(tap, config)?,
+        }
+    } else if net.link {
+        let (a, b) = Link::pair(1500);
+        let clock = Clock::new();
+        client_stack = Some(Stack::new(b, net.config(LINK_CLIENT), clock.now())?);
+        match &net.pcap {
+            Some(path) => NetThread::spawn(pcap_file(a, path)?.0, config)?,
+            None => NetThread::spawn(a, config)?,
+        }
+    } else {
+        return Err("choose --tap NAME or --link".into());
+    };
+    let server = ThreadedServer::start(&stack, port, et, net.threads, proto)?;
+    let start = StdInstant::now();
+    let limit = (net.seconds > 0).then(|| Duration::from_secs(net.seconds));
+    let over = || limit.is_some_and(|l| start.elapsed() >= l);
+    let mut last = start;
+    match client_stack {
+        None => {
+            eprintln!("listening on {}:{port}", net.addr);
+            while !over() {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = StdInstant::now();
+                    report(&server.progress(), None, start.elapsed());
+                }
+            }
+            report(&server.stop(), None, start.elapsed());
+        }
+        Some(mut cst) => {
+            let clock = Clock::new();
+            let mut client = Client::connect(
+                &mut cst,
+                SocketAddrV4::new(net.addr, port),
+                link_client.conns,
+                &link_client.request,
+                &link_client.reply,
+                link_client.rounds,
+            )?;
+            let stop = AtomicBool::new(false);
+            apps::run(&mut cst, &clock, &stop, |cst| {
+                let worked = client.step(cst);
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = StdInstant::now();
+                    report(&server.progress(), Some(&client), start.elapsed());
+                }
+                let done = link_client.rounds > 0 && client.open() == 0;
+                if over() || (done && server.progress().open == 0) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                worked
+            });
+            report(&server.stop(), Some(&client), start.elapsed());
+        }
+    }
+    stack.shutdown();
     Ok(())
 }

@@ -63,8 +63,9 @@
 //! A device the stack thread can sleep on implements [`SleepDevice`]: a
 //! descriptor that `ppoll` watches for "packets may have arrived", and a
 //! hook called before each sleep. [`netdev::LinkDevice`] implements it
-//! with its opt-in readiness descriptor; a TAP device returns its own fd
-//! (level-triggered: `prepare_sleep` has nothing to do).
+//! with its opt-in readiness descriptor; [`netdev::Tap`] returns its own
+//! fd and reports frames it already read into its batch from
+//! `prepare_sleep` (the fd no longer shows them).
 
 mod io;
 
@@ -141,6 +142,34 @@ impl SleepDevice for netdev::LinkDevice {
 
     fn prepare_sleep(&self) -> bool {
         self.arm_readiness()
+    }
+}
+
+/// A TAP sleeps on its own descriptor, which `ppoll` reports readable while
+/// the kernel holds frames for it. Frames it already read into its batch
+/// ([`netdev::Tap::rx_queued`]) are no longer on the descriptor, so they
+/// count as "packets waiting"; so does a frame that met `EAGAIN` and waits
+/// to be written ([`netdev::Tap::tx_pending`]): the stack thread only
+/// sleeps for `POLLIN`, so it keeps polling (each poll retries the write)
+/// until the kernel takes the frame.
+impl SleepDevice for netdev::Tap {
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>> {
+        Ok(Some(self.as_raw_fd()))
+    }
+
+    fn prepare_sleep(&self) -> bool {
+        self.rx_queued() > 0 || self.tx_pending()
+    }
+}
+
+/// A capture sleeps as the device it wraps.
+impl<D: SleepDevice> SleepDevice for netdev::Pcap<D> {
+    fn readiness_fd(&self) -> std::io::Result<Option<RawFd>> {
+        self.get_ref().readiness_fd()
+    }
+
+    fn prepare_sleep(&self) -> bool {
+        self.get_ref().prepare_sleep()
     }
 }
 

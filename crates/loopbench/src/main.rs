@@ -35,6 +35,11 @@
 //!   against the kernel with the same threads and against run-to-completion
 //!   usertcp; and the stack threads' CPU while idle. See
 //!   [`scenarios::threaded`].
+//! - `tap`: `wrk -t1 -c64` keep-alive requests/s against usertcp's HTTP
+//!   server on a TAP in a network namespace it creates and removes, vs
+//!   the same server on kernel sockets on 127.0.0.1; bulk Gbit/s from a
+//!   kernel client. Needs root, `/dev/net/tun`, `ip` and `wrk`; otherwise
+//!   its rows are `n/a` with the reason. See [`scenarios::tap`].
 //! - `bulk`: throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s
 //!   of payload received. See [`scenarios::bulk`].
 //! - `scale`: requests/s as active connections grow 1, 10, ... 1M
@@ -228,6 +233,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Kernel clients against usertcp on a TAP (root): wrk -t1 -c64
+    /// requests/s vs the kernel on 127.0.0.1, and bulk Gbit/s.
+    Tap {
+        /// How long to measure.
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Throughput of 1 and 8 streams at MTU 1500 and 65535, Gbit/s:
     /// usertcp vs the kernel (one core, and two) vs stock smoltcp.
     Bulk {
@@ -323,6 +338,10 @@ fn main() -> ExitCode {
         }
         Command::Threaded { opts, json } => {
             let report = (scenarios::threaded::run)(&opts.config());
+            ok &= emit(&report, json.as_deref());
+        }
+        Command::Tap { opts, json } => {
+            let report = (scenarios::tap::run)(&opts.config());
             ok &= emit(&report, json.as_deref());
         }
         Command::C1m {
@@ -454,7 +473,7 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["loopbench", "epoll", "--json-dir", "d"]).is_err());
         for name in [
-            "pingpong", "idle", "rr", "crr", "c1m", "threaded", "bulk", "scale", "memory",
+            "pingpong", "idle", "rr", "crr", "c1m", "threaded", "tap", "bulk", "scale", "memory",
         ] {
             assert!(
                 Cli::try_parse_from(["loopbench", name, "--quick"]).is_ok(),

@@ -15,6 +15,7 @@ pub mod net;
 pub mod pingpong;
 pub mod rr;
 pub mod scale;
+pub mod tap;
 pub mod threaded;
 
 use std::io;
@@ -62,6 +63,10 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "threaded",
         run: threaded::run,
+    },
+    Scenario {
+        name: "tap",
+        run: tap::run,
     },
     Scenario {
         name: "bulk",

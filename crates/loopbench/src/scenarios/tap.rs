@@ -14,6 +14,11 @@
 //!   checked by hash; Gbit/s each way. The kernel side is the same client
 //!   against the kernel echo server on 127.0.0.1. No target (issue 5 asks
 //!   for the figure).
+//! - **HTTP keep-alive, threaded**: the same wrk run against usertcp's
+//!   threaded mode (`http_server --threads 2`: the stack on a
+//!   `netstack::NetThread` sleeping on a second TAP, [`WORKERS`] worker
+//!   threads sharing the listener, `apps::ThreadedServer`), alternating
+//!   with the other two sides. A reference row, no target.
 //!
 //! usertcp's two servers share one stack on one thread, run-to-completion
 //! (`apps::run`: it sleeps in `poll(2)` on the TAP when idle), on a thread
@@ -22,7 +27,9 @@
 //! the kernel's softirq work share the machine's cores on both sides.
 //!
 //! The namespace is `utcp-bench-<pid>` with `tap0`, the kernel at
-//! 198.18.0.1/24 and usertcp at 198.18.0.2 (as `scripts/netns-tap.sh`); it
+//! 198.18.0.1/24 and usertcp at 198.18.0.2 (as `scripts/netns-tap.sh`),
+//! and `tap1` for the threaded server (198.18.1.1/24, usertcp at
+//! 198.18.1.2); it
 //! is removed when the scenario ends, on every path (a guard). Every wrk
 //! run is a child process killed if it overruns its bound; every client
 //! socket has a timeout; the servers are stopped and joined.
@@ -40,8 +47,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use netdev::Tap;
-use netstack::{Stack, StackConfig};
-use usertcp::apps::{self, Clock, Echo, Http, Server};
+use netstack::{Net, NetThread, Stack, StackConfig};
+use usertcp::apps::{self, Clock, Echo, Http, Server, ThreadedServer};
 use usertcp::sys;
 
 use crate::machine::Machine;
@@ -52,9 +59,14 @@ use crate::report::{Figure, Metric, Report, Row, Target};
 pub const BULK: usize = 100_000_000;
 /// wrk's connections (`-c`), as the issue asks.
 pub const CONNECTIONS: usize = 64;
+/// Worker threads of the threaded server's row.
+pub const WORKERS: usize = 2;
 const STACK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const KERNEL_SIDE: &str = "198.18.0.1/24";
 const TAP: &str = "tap0";
+const THREADED_STACK: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+const THREADED_KERNEL_SIDE: &str = "198.18.1.1/24";
+const THREADED_TAP: &str = "tap1";
 const HTTP_PORT: u16 = 80;
 const ECHO_PORT: u16 = 7;
 /// Socket timeouts of the bulk client.
@@ -94,11 +106,16 @@ pub fn run(cfg: &Config) -> Report {
     let machine = Machine::detect();
     let started = Instant::now();
     let plan = Plan::new(cfg);
-    let (http, bulk, mut notes) = match skip_reason() {
+    let (http, threaded, bulk, mut notes) = match skip_reason() {
         Some(why) => {
             eprintln!("[tap] skipped: {why}");
             let na = || Figure::NotAvailable(why.clone());
-            ((na(), na()), (na(), na()), vec![format!("not run: {why}")])
+            (
+                (na(), na()),
+                (na(), na()),
+                (na(), na()),
+                vec![format!("not run: {why}")],
+            )
         }
         None => {
             eprintln!(
@@ -112,7 +129,7 @@ pub fn run(cfg: &Config) -> Report {
                 Ok(m) => m,
                 Err(e) => {
                     let err = || Figure::Error(e.to_string());
-                    ((err(), err()), (err(), err()), Vec::new())
+                    ((err(), err()), (err(), err()), (err(), err()), Vec::new())
                 }
             }
         }
@@ -128,6 +145,16 @@ pub fn run(cfg: &Config) -> Report {
         )
         .target(Target::VsKernelAtLeast(0.5))
         .note("every packet to usertcp crosses the kernel twice (wrk's socket, then the TAP)"),
+        Row::new(
+            format!(
+                "  the same, usertcp threaded: stack thread + {WORKERS} epoll workers \
+                 (http_server --threads {WORKERS})"
+            ),
+            Metric::ReqPerSec,
+            threaded.0,
+            threaded.1,
+        )
+        .note("reference row: netstack's threaded mode on its own TAP, no target"),
         Row::new(
             "bulk echo from a kernel client, each way: usertcp through a TAP vs kernel on 127.0.0.1",
             Metric::GbitPerSec,
@@ -200,26 +227,36 @@ fn skip_reason() -> Option<String> {
 type Pair = (Figure, Figure);
 
 /// Sets everything up, measures, tears everything down.
-fn measure(plan: Plan) -> io::Result<(Pair, Pair, Vec<String>)> {
+fn measure(plan: Plan) -> io::Result<(Pair, Pair, Pair, Vec<String>)> {
     let ns = Netns::create(&format!("utcp-bench-{}", std::process::id()))?;
     let user = UserServers::start(&ns.name)?;
+    let threaded = Threaded::start(&ns)?;
     let kernel_http = KernelServer::start(Http::default())?;
     let kernel_echo = KernelServer::start(Echo)?;
     let mut notes = Vec::new();
 
     let tap_url = format!("http://{STACK}:{HTTP_PORT}/");
     let kernel_url = format!("http://{}/", kernel_http.addr);
+    let threaded_url = format!("http://{THREADED_STACK}:{HTTP_PORT}/");
     let wrk_tap = |secs: u64| wrk(Some(&ns.name), &tap_url, secs);
     let wrk_kernel = |secs: u64| wrk(None, &kernel_url, secs);
+    let wrk_threaded = |secs: u64| wrk(Some(&ns.name), &threaded_url, secs);
     if plan.warmup_secs > 0 {
         wrk_tap(plan.warmup_secs)?;
         wrk_kernel(plan.warmup_secs)?;
+        wrk_threaded(plan.warmup_secs)?;
     }
     let (mut user_rates, mut kernel_rates) = (Vec::new(), Vec::new());
+    let mut threaded_rates = Vec::new();
     for round in 0..plan.rounds {
         for (side, result, rates) in [
             ("usertcp", wrk_tap(plan.wrk_secs), &mut user_rates),
             ("kernel", wrk_kernel(plan.wrk_secs), &mut kernel_rates),
+            (
+                "usertcp threaded",
+                wrk_threaded(plan.wrk_secs),
+                &mut threaded_rates,
+            ),
         ] {
             let run = result?;
             if let Some(errors) = &run.socket_errors {
@@ -228,13 +265,17 @@ fn measure(plan: Plan) -> io::Result<(Pair, Pair, Vec<String>)> {
             rates.push(run.rate);
         }
         eprintln!(
-            "[tap] round {}: usertcp {:.0} req/s, kernel {:.0} req/s",
+            "[tap] round {}: usertcp {:.0} req/s, kernel {:.0} req/s, usertcp threaded {:.0} req/s",
             round + 1,
             user_rates[round],
-            kernel_rates[round]
+            kernel_rates[round],
+            threaded_rates[round]
         );
     }
-    let http = (median(&mut user_rates), median(&mut kernel_rates));
+    let kernel_median = median(&mut kernel_rates);
+    let http = (median(&mut user_rates), kernel_median.clone());
+    let threaded_http = (median(&mut threaded_rates), kernel_median);
+    let threaded_served = threaded.stop();
 
     let tap_echo = SocketAddr::from(SocketAddrV4::new(STACK, ECHO_PORT));
     let (mut user_gbps, mut kernel_gbps) = (Vec::new(), Vec::new());
@@ -250,13 +291,14 @@ fn measure(plan: Plan) -> io::Result<(Pair, Pair, Vec<String>)> {
     let bulk = (median(&mut user_gbps), median(&mut kernel_gbps));
     let served = user.stop()?;
     notes.push(format!(
-        "usertcp's HTTP server answered {} requests on {} connections in all",
-        served.0, served.1
+        "usertcp's HTTP server answered {} requests on {} connections in all; the threaded one \
+         {} requests on {} connections",
+        served.0, served.1, threaded_served.0, threaded_served.1
     ));
     drop(kernel_http);
     drop(kernel_echo);
     drop(ns);
-    Ok((http, bulk, notes))
+    Ok((http, threaded_http, bulk, notes))
 }
 
 fn median(values: &mut [f64]) -> Figure {
@@ -286,6 +328,26 @@ impl Netns {
         ip(&["-n", name, "tuntap", "add", "dev", TAP, "mode", "tap"])?;
         ip(&["-n", name, "addr", "add", KERNEL_SIDE, "dev", TAP])?;
         ip(&["-n", name, "link", "set", TAP, "up"])?;
+        ip(&[
+            "-n",
+            name,
+            "tuntap",
+            "add",
+            "dev",
+            THREADED_TAP,
+            "mode",
+            "tap",
+        ])?;
+        ip(&[
+            "-n",
+            name,
+            "addr",
+            "add",
+            THREADED_KERNEL_SIDE,
+            "dev",
+            THREADED_TAP,
+        ])?;
+        ip(&["-n", name, "link", "set", THREADED_TAP, "up"])?;
         Ok(ns)
     }
 
@@ -478,6 +540,51 @@ impl UserServers {
 impl Drop for UserServers {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// usertcp's threaded HTTP server: a `NetThread` on [`THREADED_TAP`]
+/// (opened by a thread inside the namespace) and [`WORKERS`] workers.
+struct Threaded {
+    net: Net,
+    server: Option<ThreadedServer<Http>>,
+}
+
+impl Threaded {
+    fn start(ns: &Netns) -> io::Result<Threaded> {
+        let net = ns.run(|| {
+            let tap = Tap::open(THREADED_TAP)?;
+            NetThread::spawn(tap, StackConfig::new(THREADED_STACK, 24))
+        })??;
+        let server = ThreadedServer::start(&net, HTTP_PORT, false, WORKERS, Http::default())
+            .map_err(io::Error::from);
+        match server {
+            Ok(server) => Ok(Threaded {
+                net,
+                server: Some(server),
+            }),
+            Err(e) => {
+                net.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the workers and the stack; (requests answered, connections
+    /// accepted).
+    fn stop(mut self) -> (u64, u64) {
+        let progress = self.server.take().map(ThreadedServer::stop);
+        self.net.shutdown();
+        progress.map_or((0, 0), |p| {
+            (p.protos.iter().map(|h| h.requests).sum(), p.stats.accepted)
+        })
+    }
+}
+
+impl Drop for Threaded {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        self.net.shutdown();
     }
 }
 

@@ -7,6 +7,12 @@
 //!   the peer does not take yet is kept per connection and the connection
 //!   waits for `OUT` (it reads nothing more meanwhile, so the peer's window
 //!   closes: back-pressure end to end).
+//!   A server makes its calls through [`Sockets`], implemented by a
+//!   [`Stack`] the caller owns (run-to-completion) and by a [`Net`] handle
+//!   of a stack thread (threaded mode).
+//! - [`ThreadedServer`]: the threaded mode (`--threads N`): N worker
+//!   threads, each a [`Server`] on a [`Net`], sharing one listener that
+//!   each watches with its own epoll and `EPOLLEXCLUSIVE`.
 //! - [`Client`]: connections from a stack that send a request and check
 //!   the exact reply, for the in-process `--link` runs and C10M-style idle
 //!   connections.

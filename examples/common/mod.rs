@@ -14,7 +14,9 @@
 //!   connection wakes one sleeping worker, not all), accepts, and serves
 //!   the connections it accepted with non-blocking calls, blocking in
 //!   `epoll_wait`. With `--link` the in-process client stack stays
-//!   run-to-completion on the main thread.
+//!   run-to-completion on the main thread. A `--pcap` capture of a threaded
+//!   run is timed from the stack's start (the `NetThread`'s clock), not
+//!   wall-clock dates.
 #![allow(dead_code)]
 
 use std::error::Error;

@@ -93,3 +93,4 @@ pub use link::{
     DEFAULT_CAPACITY, DEFAULT_RING_BYTES, Link, LinkDevice, LinkRxToken, LinkStats, LinkTxToken,
     MAX_CAPACITY, MAX_MTU, MIN_MTU,
 };
+pub use notify::ArrivalHook;

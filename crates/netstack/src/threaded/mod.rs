@@ -23,7 +23,16 @@
 //!   [`Stack::poll`], ask [`Stack::poll_delay`], arm the device
 //!   ([`SleepDevice::prepare_sleep`]), record when it will wake, unlock,
 //!   and `ppoll(2)` on the device's descriptor and the wake eventfd with
-//!   the delay as timeout. An idle `NetThread` makes no system call.
+//!   the delay as timeout, capped at `MAX_SLEEP` (200 ms) so that callers
+//!   need not kick it for far deadlines. An idle `NetThread` wakes five
+//!   times a second and does a few microseconds of work each time.
+//! - **Packets from an in-process peer are received by the sender.** A
+//!   link end calls the stack's arrival hook when it queues packets for a
+//!   sleeping stack thread; if the stack lock is free the hook runs the
+//!   ingress on the sending thread (Linux runs a loopback receive in the
+//!   sender's context too), so the receiving application thread is woken
+//!   by the sender itself, one thread hop per direction instead of two.
+//!   A held lock declines and the device wakes the stack thread.
 //! - **Blocking calls sleep on a per-thread parker registered on the
 //!   socket's wait queue** (an [`eventpoll::Waiter`]). The call that got
 //!   `EAGAIN` (or `EINPROGRESS`) registers the parker *while still holding
@@ -100,7 +109,15 @@ const INLINE_FLUSH_ROUNDS: usize = 4;
 const SHUTDOWN_ROUNDS: usize = 16;
 /// How long a stack thread whose device has no descriptor sleeps at most
 /// (it cannot be woken by packets, so it looks for them this often).
-const NO_FD_POLL: StdDuration = StdDuration::from_millis(1);
+const NO_FD_POLL: Duration = Duration::from_millis(1);
+/// The longest sleep of a stack thread, whatever its timers say. A caller
+/// whose call sets a deadline before the thread's wake-up time kicks it
+/// (a system call and a thread wake-up); with this cap, deadlines further
+/// out than it (retransmission timeouts: 1 s and more) never need a kick,
+/// because the thread wakes first and sees them. The price: an idle
+/// thread wakes 5 times a second (a lock, a poll that finds nothing, one
+/// `recv` on the link's socket pair: a few microseconds each).
+const MAX_SLEEP: Duration = Duration::from_millis(200);
 
 /// A device that a stack thread can sleep on.
 ///
@@ -132,6 +149,16 @@ pub trait SleepDevice: Device {
     fn prepare_sleep(&self) -> bool {
         false
     }
+
+    /// Offers a hook for the device to call on the sending thread when
+    /// packets arrive for a sleeping stack thread (instead of making the
+    /// descriptor readable); the hook returns true if it handled them. An
+    /// in-process device (the link) can do this; a real device cannot and
+    /// keeps this default, which declines.
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        let _ = hook;
+        false
+    }
 }
 
 impl SleepDevice for netdev::LinkDevice {
@@ -141,6 +168,10 @@ impl SleepDevice for netdev::LinkDevice {
 
     fn prepare_sleep(&self) -> bool {
         self.arm_readiness()
+    }
+
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        netdev::LinkDevice::set_arrival_hook(self, hook).is_ok()
     }
 }
 
@@ -185,6 +216,11 @@ impl NetThread {
             epoch,
             stack_tid: AtomicI32::new(0),
         });
+        let weak = Arc::downgrade(&shared);
+        shared
+            .lock()
+            .stack
+            .set_arrival_hook(Box::new(move || arrival(&weak)));
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
@@ -249,11 +285,46 @@ struct State {
 enum Sleep {
     /// Running, or about to look at the stack again: no kick needed.
     Awake,
-    /// Asleep (or about to be) until this time; `None` is no timeout.
-    Until(Option<Instant>),
+    /// Asleep (or about to be) until this time at the latest.
+    Until(Instant),
+}
+
+/// The stack lock's guard. Dropping it unlocks, then notifies the parkers
+/// that the holder woke (see [`Parker`]): a woken thread must not run into
+/// the still-held lock.
+struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // Always `Some` until drop.
+        self.guard.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        // Always `Some` until drop.
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        notify_deferred();
+    }
 }
 
 impl Shared {
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: Some(self.state.lock()),
+        }
+    }
+
     fn now(&self) -> Instant {
         let micros = self.epoch.elapsed().as_micros();
         Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
@@ -268,7 +339,7 @@ impl Shared {
 
     /// After a call under the lock: flush the work it left, and wake the
     /// stack thread if it sleeps past the stack's new deadline.
-    fn after_call(&self, st: &mut State) {
+    fn after_call(&self, st: &mut Locked<'_>) {
         let now = self.now();
         for _ in 0..INLINE_FLUSH_ROUNDS {
             if st.stack.poll_delay(now) != Some(Duration::ZERO) {
@@ -276,19 +347,46 @@ impl Shared {
             }
             st.stack.poll(now);
         }
-        if let Sleep::Until(until) = st.sleep {
-            let next = st.stack.poll_delay(now).map(|d| now + d);
-            let earlier = match (next, until) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(n), Some(u)) => n < u,
-            };
-            if earlier {
-                st.sleep = Sleep::Awake;
-                self.kick();
-            }
+        if let Sleep::Until(until) = st.sleep
+            && st.stack.poll_delay(now).is_some_and(|d| now + d < until)
+        {
+            st.sleep = Sleep::Awake;
+            self.kick();
         }
     }
+}
+
+/// The arrival hook (see [`SleepDevice::set_arrival_hook`]): runs on the
+/// thread that queued packets for this stack while its thread sleeps. If
+/// the stack lock is free it processes them right here, as Linux runs a
+/// loopback receive in the sender's context, so a blocked reader is woken
+/// by the sender directly rather than through the stack thread. Never
+/// blocks: a held lock declines (the device then wakes the stack thread).
+fn arrival(shared: &Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    let Some(guard) = shared.state.try_lock() else {
+        return false;
+    };
+    let mut st = Locked { guard: Some(guard) };
+    if st.shut {
+        return false;
+    }
+    let now = shared.now();
+    for _ in 0..INLINE_FLUSH_ROUNDS {
+        st.stack.poll(now);
+        // The stack thread sleeps on: arm the device for it again. True
+        // means packets came meanwhile; take them too.
+        if !st.stack.prepare_sleep() {
+            shared.after_call(&mut st);
+            return true;
+        }
+    }
+    // Still more: hand over to the stack thread.
+    st.sleep = Sleep::Awake;
+    shared.kick();
+    true
 }
 
 /// The stack thread.
@@ -298,7 +396,7 @@ fn stack_thread(
     started: Sender<std::io::Result<()>>,
 ) {
     shared.stack_tid.store(sys::gettid(), Ordering::Relaxed);
-    let dev_fd = match shared.state.lock().stack.readiness_fd() {
+    let dev_fd = match shared.lock().stack.readiness_fd() {
         Ok(fd) => fd,
         Err(e) => {
             let _ = started.send(Err(e));
@@ -311,7 +409,7 @@ fn stack_thread(
         if requests.try_iter().any(|r| r == Request::Shutdown) {
             return;
         }
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         if st.shut {
             return;
         }
@@ -323,19 +421,22 @@ fn stack_thread(
             drop(st);
             continue;
         }
-        st.sleep = Sleep::Until(delay.map(|d| now + d));
+        let cap = if dev_fd.is_some() {
+            MAX_SLEEP
+        } else {
+            NO_FD_POLL
+        };
+        let delay = delay.map_or(cap, |d| d.min(cap));
+        st.sleep = Sleep::Until(now + delay);
         drop(st);
-        let mut timeout = delay.map(|d| StdDuration::from_micros(d.total_micros()));
+        let timeout = Some(StdDuration::from_micros(delay.total_micros()));
         let fds: &[RawFd] = match dev_fd {
             Some(fd) => &[fd, wake_fd][..],
-            None => {
-                timeout = Some(timeout.map_or(NO_FD_POLL, |t| t.min(NO_FD_POLL)));
-                &[wake_fd][..]
-            }
+            None => &[wake_fd][..],
         };
         if let Err(e) = sys::poll_readable(fds, timeout) {
             tracing::warn!(error = %e, "stack thread: ppoll failed");
-            std::thread::sleep(NO_FD_POLL);
+            std::thread::sleep(StdDuration::from_millis(1));
         }
         shared.wake.drain();
     }
@@ -349,7 +450,7 @@ impl Drop for Inner {
 
 fn shutdown(shared: &Shared, join: &Mutex<Option<JoinHandle<()>>>) {
     let epolls = {
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         if !st.shut {
             st.shut = true;
             st.stack.close_all();
@@ -390,8 +491,8 @@ enum Dir {
 
 impl Net {
     /// Locks the stack, or `EBADF` once it is shut down.
-    fn lock(&self) -> Result<MutexGuard<'_, State>, Errno> {
-        let st = self.inner.shared.state.lock();
+    fn lock(&self) -> Result<Locked<'_>, Errno> {
+        let st = self.inner.shared.lock();
         if st.shut {
             return Err(Errno::EBADF);
         }
@@ -811,12 +912,43 @@ impl std::fmt::Debug for Net {
 
 thread_local! {
     /// Each thread blocks on one socket at a time: one parker per thread.
-    static PARKER: Arc<Parker> = Arc::new(Parker::default());
+    static PARKER: Arc<Parker> = Arc::new_cyclic(|me| Parker {
+        me: me.clone(),
+        state: Mutex::new(ParkState::default()),
+        cv: Condvar::new(),
+    });
+    /// Parkers this thread woke while holding the stack lock, to notify
+    /// once it is released ([`Locked`]'s drop).
+    static DEFERRED: std::cell::RefCell<Vec<Arc<Parker>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notifies the parkers this thread woke under the stack lock.
+fn notify_deferred() {
+    let list = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    for parker in &list {
+        parker.cv.notify_one();
+    }
+    // Give the (empty) allocation back for the next time.
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_empty() {
+            let mut list = list;
+            list.clear();
+            *d = list;
+        }
+    });
 }
 
 /// A blocked caller's entry on a socket's wait queue.
-#[derive(Default)]
+///
+/// Its wake-up sets `woken` at once but notifies the condvar only when the
+/// waking thread releases the stack lock (all socket wake-ups happen under
+/// it): the woken thread's first step is to take that lock, and notifying
+/// earlier lets it run into the held lock and sleep again. A detach (the
+/// socket dropped, maybe outside the lock) notifies at once.
 struct Parker {
+    me: Weak<Parker>,
     state: Mutex<ParkState>,
     cv: Condvar,
 }
@@ -877,7 +1009,12 @@ impl Waiter for Parker {
         }
         s.woken = true;
         drop(s);
-        self.cv.notify_one();
+        match self.me.upgrade() {
+            Some(me) => DEFERRED.with(|d| d.borrow_mut().push(me)),
+            None => {
+                self.cv.notify_one();
+            }
+        }
         true
     }
 
@@ -925,6 +1062,7 @@ trait Ops: Send {
     fn poll_delay(&self, now: Instant) -> Option<Duration>;
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
     fn prepare_sleep(&self) -> bool;
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool;
 }
 
 impl<D: SleepDevice + Send> Ops for Stack<D> {
@@ -1014,5 +1152,8 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     }
     fn prepare_sleep(&self) -> bool {
         self.device().prepare_sleep()
+    }
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        self.device().set_arrival_hook(hook)
     }
 }

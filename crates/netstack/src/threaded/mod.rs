@@ -190,6 +190,24 @@ pub enum Request {
 #[derive(Debug)]
 pub struct NetThread(());
 
+/// Options of a stack thread beyond the stack's own [`StackConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadOptions {
+    /// Let a sending thread run this stack's ingress when its device
+    /// offers an arrival hook (module docs). On by default; off, every
+    /// packet is received by the stack thread (tests use this to cover
+    /// that path alone).
+    pub sender_receives: bool,
+}
+
+impl Default for ThreadOptions {
+    fn default() -> ThreadOptions {
+        ThreadOptions {
+            sender_receives: true,
+        }
+    }
+}
+
 impl NetThread {
     /// A stack on `device` with `config`, owned by a new thread named
     /// `usertcp-stack`, and the [`Net`] handle to call it from any thread.
@@ -197,6 +215,18 @@ impl NetThread {
     /// dropped. Fails with the stack's errno or the OS error (eventfd,
     /// thread creation, the device's descriptor).
     pub fn spawn<D>(device: D, config: StackConfig) -> std::io::Result<Net>
+    where
+        D: SleepDevice + Send + 'static,
+    {
+        NetThread::spawn_with(device, config, ThreadOptions::default())
+    }
+
+    /// [`spawn`](NetThread::spawn) with [`ThreadOptions`].
+    pub fn spawn_with<D>(
+        device: D,
+        config: StackConfig,
+        options: ThreadOptions,
+    ) -> std::io::Result<Net>
     where
         D: SleepDevice + Send + 'static,
     {
@@ -216,11 +246,13 @@ impl NetThread {
             epoch,
             stack_tid: AtomicI32::new(0),
         });
-        let weak = Arc::downgrade(&shared);
-        shared
-            .lock()
-            .stack
-            .set_arrival_hook(Box::new(move || arrival(&weak)));
+        if options.sender_receives {
+            let weak = Arc::downgrade(&shared);
+            shared
+                .lock()
+                .stack
+                .set_arrival_hook(Box::new(move || arrival(&weak)));
+        }
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()

@@ -97,5 +97,5 @@ pub use stack::{
 };
 pub use threaded::{
     Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,
-    ThreadOptions,
+    ThreadOptions, ThreadStats,
 };

@@ -165,7 +165,13 @@ fn thread_per_connection_echo_serves_100_clients() {
 
 #[test]
 fn thread_per_connection_echo_serves_100_clients_through_stack_threads_only() {
-    echo_100(pair_stack_threads_only());
+    let (server, client) = pair_stack_threads_only();
+    echo_100((server.clone(), client.clone()));
+    for net in [server, client] {
+        let stats = net.thread_stats();
+        assert_eq!(stats.sender_received, 0, "{stats:?}");
+        assert!(stats.wakeups > 0, "{stats:?}");
+    }
 }
 
 fn echo_100((server, client): (Net, Net)) {

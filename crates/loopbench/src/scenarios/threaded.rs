@@ -62,6 +62,10 @@ pub fn run(cfg: &Config) -> Report {
     let started = Instant::now();
     eprintln!("[threaded] set-up and measuring");
     let threaded = ThreadedPair::new().and_then(ThreadedPair::crew);
+    let nets: Vec<Net> = threaded
+        .as_ref()
+        .map(|c| c.nets.clone())
+        .unwrap_or_default();
     let kern = kernel_crew();
     let rtc = UserPair::new(BUFFER, 0).and_then(|mut p| {
         p.open(THREADS)?;
@@ -79,6 +83,19 @@ pub fn run(cfg: &Config) -> Report {
     let mut figures = figures.into_iter().map(per_second);
     let mut next = || figures.next().unwrap_or_else(net::not_measured);
     let (t, k, r) = (next(), next(), next());
+    let counters: Vec<String> = nets
+        .iter()
+        .zip(["server", "client"])
+        .map(|(n, name)| {
+            let s = n.thread_stats();
+            format!(
+                "{name}: {} stack-thread wake-ups, {} kicks, {} arrivals received by the sender, \
+                 {} declined (lock busy), {} parks",
+                s.wakeups, s.kicks, s.sender_received, s.hook_declined, s.parks
+            )
+        })
+        .collect();
+    drop(nets);
     let idle_time = if cfg.quick {
         Duration::from_secs(1)
     } else {
@@ -127,6 +144,10 @@ pub fn run(cfg: &Config) -> Report {
              threads; run-to-completion: the rr scenario's usertcp pair, {BUFFER} B buffers, \
              {THREADS} connections, one thread. One iteration = one round trip on each of the \
              {THREADS} connections; figures are requests per second."
+        ),
+        format!(
+            "threaded side's counters over the whole measurement: {}",
+            counters.join("; ")
         ),
         "idle CPU: utime+stime of both stack threads (schedstat run time) over the idle period, \
          divided by its length; the client and server stack threads together."
@@ -184,7 +205,7 @@ struct Crew {
     clients: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
     /// Kept alive while the crew runs (the threaded side's stacks).
-    _nets: Vec<Net>,
+    nets: Vec<Net>,
 }
 
 impl Crew {
@@ -216,7 +237,7 @@ impl Crew {
             done,
             clients,
             servers,
-            _nets: nets,
+            nets,
         }
     }
 

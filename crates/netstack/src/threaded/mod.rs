@@ -79,7 +79,7 @@ mod io;
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
@@ -245,6 +245,7 @@ impl NetThread {
             requests: tx,
             epoch,
             stack_tid: AtomicI32::new(0),
+            counters: Counters::default(),
         });
         if options.sender_receives {
             let weak = Arc::downgrade(&shared);
@@ -302,6 +303,38 @@ struct Shared {
     epoch: std::time::Instant,
     /// The stack thread's kernel tid, once it runs.
     stack_tid: AtomicI32,
+    counters: Counters,
+}
+
+/// What a stack thread and its callers did, for tuning and benchmarks
+/// ([`Net::thread_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    /// Times the stack thread woke from `ppoll` (packets, timers, kicks,
+    /// the 200 ms cap).
+    pub wakeups: u64,
+    /// Kicks sent to the stack thread by callers.
+    pub kicks: u64,
+    /// Arrivals a sending thread received itself (the arrival hook).
+    pub sender_received: u64,
+    /// Arrivals the hook declined (stack lock busy): the stack thread was
+    /// woken instead.
+    pub hook_declined: u64,
+    /// Blocking calls that went to sleep.
+    pub parks: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    wakeups: AtomicU64,
+    kicks: AtomicU64,
+    sender_received: AtomicU64,
+    hook_declined: AtomicU64,
+    parks: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 struct State {
@@ -363,6 +396,7 @@ impl Shared {
     }
 
     fn kick(&self) {
+        bump(&self.counters.kicks);
         // The receiver lives as long as the stack thread; after it left,
         // there is nobody to kick.
         let _ = self.requests.send(Request::Kick);
@@ -399,8 +433,10 @@ fn arrival(shared: &Weak<Shared>) -> bool {
         return false;
     };
     let Some(guard) = shared.state.try_lock() else {
+        bump(&shared.counters.hook_declined);
         return false;
     };
+    bump(&shared.counters.sender_received);
     let mut st = Locked { guard: Some(guard) };
     if st.shut {
         return false;
@@ -471,6 +507,7 @@ fn stack_thread(
             std::thread::sleep(StdDuration::from_millis(1));
         }
         shared.wake.drain();
+        bump(&shared.counters.wakeups);
     }
 }
 
@@ -595,6 +632,7 @@ impl Net {
             watched = Some(weak.clone());
             drop(sock);
             drop(st);
+            bump(&self.inner.shared.counters.parks);
             let outcome = parker.park(deadline);
             if let Some(sock) = weak.upgrade() {
                 sock.wait_queue().remove_waiter(&waiter);
@@ -911,6 +949,19 @@ impl Net {
     /// The stack's counters.
     pub fn stats(&self) -> Result<Stats, Errno> {
         Ok(self.lock()?.stack.stats())
+    }
+
+    /// The counters of the stack thread and its callers.
+    pub fn thread_stats(&self) -> ThreadStats {
+        let c = &self.inner.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ThreadStats {
+            wakeups: get(&c.wakeups),
+            kicks: get(&c.kicks),
+            sender_received: get(&c.sender_received),
+            hook_declined: get(&c.hook_declined),
+            parks: get(&c.parks),
+        }
     }
 
     /// The kernel thread id of the stack thread (for

@@ -53,6 +53,11 @@ pub type ArrivalHook = Box<dyn Fn() -> bool + Send + Sync>;
 pub(crate) struct Notifier {
     /// The consumer is about to sleep: the next packet must signal.
     armed: AtomicBool,
+    /// A byte may be in the socket: set by the producer *after* it sent
+    /// one, so `arm` drains (a system call) only when there is something
+    /// to drain. A byte sent but not yet flagged costs one spurious wake-up
+    /// at most; the next `arm` drains it.
+    sent: AtomicBool,
     /// The producer writes here.
     tx: UnixDatagram,
     /// The consumer polls and drains this one.
@@ -76,6 +81,7 @@ impl Notifier {
         rx.set_nonblocking(true)?;
         Ok(Notifier {
             armed: AtomicBool::new(false),
+            sent: AtomicBool::new(false),
             tx,
             rx,
             hook: OnceLock::new(),
@@ -97,6 +103,7 @@ impl Notifier {
             // A full socket buffer (WouldBlock) already holds a signal; any
             // other error cannot happen on a connected socketpair.
             let _ = self.tx.send(&[1]);
+            self.sent.store(true, Ordering::Release);
         }
     }
 
@@ -108,8 +115,10 @@ impl Notifier {
     /// Consumer side: drains old signals and arms; the caller must look at
     /// the ring again afterwards and sleep only if it is empty.
     pub(crate) fn arm(&self) {
-        let mut buf = [0u8; 8];
-        while self.rx.recv(&mut buf).is_ok() {}
+        if self.sent.swap(false, Ordering::Acquire) {
+            let mut buf = [0u8; 8];
+            while self.rx.recv(&mut buf).is_ok() {}
+        }
         self.armed.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }

@@ -502,11 +502,19 @@ fn stack_thread(
             Some(fd) => &[fd, wake_fd][..],
             None => &[wake_fd][..],
         };
-        if let Err(e) = sys::poll_readable(fds, timeout) {
-            tracing::warn!(error = %e, "stack thread: ppoll failed");
-            std::thread::sleep(StdDuration::from_millis(1));
+        match sys::poll_readable(fds, timeout) {
+            // The wake fd is the last one: drain it only when it fired.
+            Ok(mask) => {
+                if mask & (1 << (fds.len() - 1)) != 0 {
+                    shared.wake.drain();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stack thread: ppoll failed");
+                shared.wake.drain();
+                std::thread::sleep(StdDuration::from_millis(1));
+            }
         }
-        shared.wake.drain();
         bump(&shared.counters.wakeups);
     }
 }

@@ -204,6 +204,16 @@ impl LinkDevice {
         Ok(self.rx.from_peer.notifier()?.fd())
     }
 
+    /// Empties the readiness descriptor: call it when `poll(2)` reported it
+    /// readable (arming drains it too, but only when it knows a signal was
+    /// sent; a signal caught in flight would otherwise wake the sleeper
+    /// again and again).
+    pub fn drain_readiness(&self) {
+        if let Some(n) = self.rx.from_peer.notifier_if_enabled() {
+            n.drain();
+        }
+    }
+
     /// Installs a hook that the peer calls, on its thread, when it queues a
     /// packet for this end while armed, instead of signalling the readiness
     /// descriptor (which this enables); see [`ArrivalHook`](crate::ArrivalHook)

@@ -55,8 +55,10 @@ pub(crate) struct Notifier {
     armed: AtomicBool,
     /// A byte may be in the socket: set by the producer *after* it sent
     /// one, so `arm` drains (a system call) only when there is something
-    /// to drain. A byte sent but not yet flagged costs one spurious wake-up
-    /// at most; the next `arm` drains it.
+    /// to drain. A byte sent but not yet flagged is drained by
+    /// [`Notifier::drain`], which the consumer calls when `poll` reports
+    /// the descriptor readable (otherwise a preempted producer would leave
+    /// the consumer waking in a loop until it runs again).
     sent: AtomicBool,
     /// The producer writes here.
     tx: UnixDatagram,
@@ -105,6 +107,16 @@ impl Notifier {
             let _ = self.tx.send(&[1]);
             self.sent.store(true, Ordering::Release);
         }
+    }
+
+    /// Consumer side, after `poll` reported the socket readable: empties
+    /// it if the next `arm` would not (a byte in flight, not yet flagged).
+    pub(crate) fn drain(&self) {
+        if self.sent.load(Ordering::Acquire) {
+            return;
+        }
+        let mut buf = [0u8; 8];
+        while self.rx.recv(&mut buf).is_ok() {}
     }
 
     /// Installs the arrival hook; false if one is installed already.

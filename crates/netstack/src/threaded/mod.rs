@@ -150,6 +150,11 @@ pub trait SleepDevice: Device {
         false
     }
 
+    /// Called when `ppoll` reported the readiness descriptor readable,
+    /// before the stack is polled: an edge-style signal (the link's) is
+    /// emptied here; a level-triggered descriptor (TAP) needs nothing.
+    fn readiness_fired(&self) {}
+
     /// Offers a hook for the device to call on the sending thread when
     /// packets arrive for a sleeping stack thread (instead of making the
     /// descriptor readable); the hook returns true if it handled them. An
@@ -168,6 +173,10 @@ impl SleepDevice for netdev::LinkDevice {
 
     fn prepare_sleep(&self) -> bool {
         self.arm_readiness()
+    }
+
+    fn readiness_fired(&self) {
+        self.drain_readiness();
     }
 
     fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
@@ -473,6 +482,7 @@ fn stack_thread(
     };
     let _ = started.send(Ok(()));
     let wake_fd = shared.wake.raw();
+    let mut dev_fired = false;
     loop {
         if requests.try_iter().any(|r| r == Request::Shutdown) {
             return;
@@ -480,6 +490,9 @@ fn stack_thread(
         let mut st = shared.lock();
         if st.shut {
             return;
+        }
+        if std::mem::take(&mut dev_fired) {
+            st.stack.readiness_fired();
         }
         st.sleep = Sleep::Awake;
         let now = shared.now();
@@ -507,6 +520,9 @@ fn stack_thread(
             Ok(mask) => {
                 if mask & (1 << (fds.len() - 1)) != 0 {
                     shared.wake.drain();
+                }
+                if dev_fd.is_some() && mask & 1 != 0 {
+                    dev_fired = true;
                 }
             }
             Err(e) => {
@@ -1153,6 +1169,7 @@ trait Ops: Send {
     fn poll_delay(&self, now: Instant) -> Option<Duration>;
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
     fn prepare_sleep(&self) -> bool;
+    fn readiness_fired(&self);
     fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool;
 }
 
@@ -1243,6 +1260,9 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     }
     fn prepare_sleep(&self) -> bool {
         self.device().prepare_sleep()
+    }
+    fn readiness_fired(&self) {
+        self.device().readiness_fired()
     }
     fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
         self.device().set_arrival_hook(hook)

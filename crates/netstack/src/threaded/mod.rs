@@ -39,7 +39,10 @@
 //!   the stack lock*: every readiness change happens under that lock, so
 //!   no wake-up can fall between the failed attempt and the registration.
 //!   It then releases the lock, keeps only a weak handle on the socket,
-//!   and sleeps until the stack wakes the queue with a matching mask, the
+//!   yields the CPU a few times (`PARK_YIELDS`) looking for its wake-up, as
+//!   adaptive mutexes spin before they park (a request/response peer on
+//!   the same cores often answers within those time slices, and the call
+//!   then costs no futex sleep and wake-up), and sleeps until the stack wakes the queue with a matching mask, the
 //!   timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`: `EAGAIN`, or `EINPROGRESS` for
 //!   `connect`, as Linux), or the socket is gone (its last descriptor
 //!   closed, by another thread or by shutdown): the queue is detached,
@@ -103,6 +106,11 @@ pub const SO_RCVTIMEO: i32 = 20;
 /// `SO_SNDTIMEO` (Linux's `SO_SNDTIMEO_OLD`), for [`Net::set_timeout`].
 pub const SO_SNDTIMEO: i32 = 21;
 
+/// Times a blocking call yields the CPU, looking for its wake-up, before it
+/// sleeps on its condvar: a reply that comes within a few time slices of
+/// other threads (a request/response peer on the same cores) then costs no
+/// futex sleep and wake-up.
+const PARK_YIELDS: usize = 8;
 /// Rounds of [`Stack::poll`] a caller runs to flush the work its call left.
 const INLINE_FLUSH_ROUNDS: usize = 4;
 /// Rounds of shutdown polling, to let FINs and RSTs leave.
@@ -1023,6 +1031,7 @@ thread_local! {
         me: me.clone(),
         state: Mutex::new(ParkState::default()),
         cv: Condvar::new(),
+        signalled: std::sync::atomic::AtomicBool::new(false),
     });
     /// Parkers this thread woke while holding the stack lock, to notify
     /// once it is released ([`Locked`]'s drop).
@@ -1058,6 +1067,8 @@ struct Parker {
     me: Weak<Parker>,
     state: Mutex<ParkState>,
     cv: Condvar,
+    /// `woken || gone`, readable without the lock (the yield loop).
+    signalled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -1079,9 +1090,16 @@ impl Parker {
         s.want = want;
         s.woken = false;
         s.gone = false;
+        self.signalled.store(false, Ordering::Relaxed);
     }
 
     fn park(&self, deadline: Option<std::time::Instant>) -> Park {
+        for _ in 0..PARK_YIELDS {
+            if self.signalled.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut s = self.state.lock();
         loop {
             if s.gone {
@@ -1115,6 +1133,7 @@ impl Waiter for Parker {
             return false;
         }
         s.woken = true;
+        self.signalled.store(true, Ordering::Release);
         drop(s);
         match self.me.upgrade() {
             Some(me) => DEFERRED.with(|d| d.borrow_mut().push(me)),
@@ -1127,6 +1146,7 @@ impl Waiter for Parker {
 
     fn detach(&self) {
         self.state.lock().gone = true;
+        self.signalled.store(true, Ordering::Release);
         self.cv.notify_one();
     }
 }

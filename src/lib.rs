@@ -7,8 +7,11 @@
 //!   tree, a ready list, level- and edge-triggered delivery), with `EventFd`
 //!   and pipes as event sources.
 //! - [`netdev`]: devices the stack runs on (`Link::pair`, an in-memory link).
-//! - [`netstack`]: the single-threaded TCP/IP stack on smoltcp whose TCP
-//!   events drive eventpoll, with POSIX-style sockets.
+//! - [`netstack`]: the TCP/IP stack on smoltcp whose TCP events drive
+//!   eventpoll, with POSIX-style sockets: run-to-completion
+//!   ([`netstack::Stack`]) or on its own thread ([`NetThread`], whose
+//!   [`Net`] handle, [`TcpListener`], [`TcpStream`] and [`Epoll`] are
+//!   re-exported here).
 //! - [`apps`]: the echo and HTTP servers, clients and run loop that the
 //!   examples and the TAP end-to-end tests share, and the kernel-socket
 //!   baseline server.
@@ -24,6 +27,7 @@ pub mod sys;
 pub use eventpoll;
 pub use netdev;
 pub use netstack;
+pub use netstack::{Epoll, Net, NetThread, TcpListener, TcpStream};
 
 /// The README's code blocks, compiled and run as doc tests so it stays true.
 #[cfg(doctest)]

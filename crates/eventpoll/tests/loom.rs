@@ -13,6 +13,7 @@
 //!   `EXCLUSIVE` epolls and two writes. Loom reports a lost wake-up as a
 //!   deadlock.
 //! - Two zero-timeout polls of an always-ready LT item both get it (epoll65).
+//! - `interrupt` racing two blocking waits releases both with `EBADF`.
 //!
 //! Loom has no time: `wait` is only called with `None` or `Duration::ZERO`.
 //!
@@ -548,5 +549,27 @@ fn zero_timeout_polls_never_see_a_false_empty_result() {
         };
         assert_eq!(harvest0(&ep), vec![(1, Events::IN)]);
         assert_eq!(other.join().unwrap(), vec![(1, Events::IN)]);
+    });
+}
+
+/// `interrupt` racing two blocking waits (one may not have gone to sleep
+/// yet): both end with `EBADF`; a lost interrupt shows as a deadlock.
+#[test]
+fn interrupt_releases_blocked_waiters() {
+    check(|| {
+        let ep = EventPoll::new();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let ep = ep.clone();
+                thread::spawn(move || {
+                    let mut buf = [EpollEvent::default(); 1];
+                    ep.wait(&mut buf, None)
+                })
+            })
+            .collect();
+        ep.interrupt();
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Err(eventpoll::Errno::EBADF));
+        }
     });
 }

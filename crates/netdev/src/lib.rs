@@ -104,5 +104,6 @@ pub use link::{
     DEFAULT_CAPACITY, DEFAULT_RING_BYTES, Link, LinkDevice, LinkRxToken, LinkStats, LinkTxToken,
     MAX_CAPACITY, MAX_MTU, MIN_MTU,
 };
+pub use notify::ArrivalHook;
 pub use pcap::{Pcap, PcapCounters, PcapFile, pcap_file};
 pub use tap::{ETHERNET_HEADER, RX_BATCH, TAP_DEFAULT_MTU, Tap, TapRxToken, TapStats, TapTxToken};

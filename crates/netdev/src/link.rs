@@ -204,6 +204,28 @@ impl LinkDevice {
         Ok(self.rx.from_peer.notifier()?.fd())
     }
 
+    /// Empties the readiness descriptor: call it when `poll(2)` reported it
+    /// readable (arming drains it too, but only when it knows a signal was
+    /// sent; a signal caught in flight would otherwise wake the sleeper
+    /// again and again).
+    pub fn drain_readiness(&self) {
+        if let Some(n) = self.rx.from_peer.notifier_if_enabled() {
+            n.drain();
+        }
+    }
+
+    /// Installs a hook that the peer calls, on its thread, when it queues a
+    /// packet for this end while armed, instead of signalling the readiness
+    /// descriptor (which this enables); see [`ArrivalHook`](crate::ArrivalHook)
+    /// and the `notify` module docs. `AlreadyExists` if a hook is installed.
+    pub fn set_arrival_hook(&self, hook: crate::ArrivalHook) -> std::io::Result<()> {
+        if self.rx.from_peer.notifier()?.set_hook(hook) {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::AlreadyExists.into())
+        }
+    }
+
     /// Before sleeping on [`readiness_fd`](LinkDevice::readiness_fd): drains
     /// old signals, arms the next one, and returns true if packets are
     /// already waiting (then do not sleep: receive them). Without a

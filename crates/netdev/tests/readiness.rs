@@ -92,3 +92,39 @@ fn blocked_receiver_wakes_when_peer_sends_from_another_thread() {
         assert_eq!(smoltcp::phy::RxToken::consume(rx, |p| p[0]), round);
     }
 }
+
+#[test]
+fn arrival_hook_replaces_the_signal_when_it_handles_the_packet() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (mut a, b) = Link::pair(1500);
+    let r = signal_reader(&b);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = Arc::new(AtomicBool::new(true));
+    let (c, h) = (calls.clone(), handle.clone());
+    b.set_arrival_hook(Box::new(move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        h.load(Ordering::SeqCst)
+    }))
+    .unwrap();
+    assert!(b.set_arrival_hook(Box::new(|| true)).is_err());
+    send(&mut a, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "not armed: no hook");
+    assert!(b.arm_readiness());
+    let mut b = b;
+    while let Some((rx, _)) = b.receive(Instant::ZERO) {
+        smoltcp::phy::RxToken::consume(rx, |_| ());
+    }
+    assert!(!b.arm_readiness());
+    send(&mut a, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(!signalled(&r), "the hook handled it: no signal");
+    handle.store(false, Ordering::SeqCst);
+    assert!(b.arm_readiness());
+    let (rx, _) = b.receive(Instant::ZERO).unwrap();
+    smoltcp::phy::RxToken::consume(rx, |_| ());
+    assert!(!b.arm_readiness());
+    send(&mut a, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(signalled(&r), "the hook declined: the signal is sent");
+}

@@ -2,7 +2,11 @@
 //!
 //! A single-threaded TCP/IPv4 stack on smoltcp whose TCP events drive
 //! [`eventpoll`], with a descriptor table and POSIX-style socket calls that
-//! return Linux errno. This is the first milestone: run-to-completion only.
+//! return Linux errno. Two ways to run it: run-to-completion (the
+//! application owns the [`Stack`] and polls it), or threaded (the
+//! [`threaded`] module: [`NetThread::spawn`] gives the stack its own thread
+//! and returns a [`Net`] handle whose sockets block, callable from any
+//! thread).
 //!
 //! ## What it does
 //!
@@ -103,4 +107,5 @@ pub use stack::{
 };
 pub use threaded::{
     Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,
+    ThreadOptions, ThreadStats,
 };

@@ -47,8 +47,9 @@ impl WakeFd {
 }
 
 /// Sleeps until one of `fds` is readable or `timeout` passes (`None`:
-/// forever). `EINTR` counts as a wake-up.
-pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<()> {
+/// forever). `EINTR` counts as a wake-up. Returns a bit mask of the
+/// descriptors reported readable (bit i for `fds[i]`).
+pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u32> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
@@ -82,8 +83,13 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
         if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e);
         }
+        return Ok(0);
     }
-    Ok(())
+    Ok(pfds[..n]
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .fold(0, |mask, (i, _)| mask | (1 << i)))
 }
 
 /// The kernel's id of the calling thread (for `/proc/self/task/TID/stat`).

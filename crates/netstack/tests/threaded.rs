@@ -29,7 +29,7 @@ use eventpoll::{EpollEvent, Errno, Events};
 use netdev::Link;
 use netstack::{
     AF_INET, Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SOCK_NONBLOCK, SOCK_STREAM,
-    StackConfig, TcpListener, TcpStream,
+    StackConfig, TcpListener, TcpStream, ThreadOptions,
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -41,14 +41,26 @@ const MUST: Duration = Duration::from_secs(20);
 
 /// A server and a client stack, each on its own thread.
 fn pair() -> (Net, Net) {
+    pair_with(ThreadOptions::default())
+}
+
+/// The pair with every packet received by the stack threads (no ingress
+/// on the sending thread).
+fn pair_stack_threads_only() -> (Net, Net) {
+    pair_with(ThreadOptions {
+        sender_receives: false,
+    })
+}
+
+fn pair_with(options: ThreadOptions) -> (Net, Net) {
     let (a, b) = Link::pair(1500);
     let mut sc = StackConfig::new(SERVER, 15);
     sc.seed = Some(1);
     let mut cc = StackConfig::new(CLIENT, 15);
     cc.seed = Some(2);
     (
-        NetThread::spawn(a, sc).unwrap(),
-        NetThread::spawn(b, cc).unwrap(),
+        NetThread::spawn_with(a, sc, options).unwrap(),
+        NetThread::spawn_with(b, cc, options).unwrap(),
     )
 }
 
@@ -148,7 +160,21 @@ fn echo_conn(mut s: TcpStream) -> usize {
 
 #[test]
 fn thread_per_connection_echo_serves_100_clients() {
-    let (server, client) = pair();
+    echo_100(pair());
+}
+
+#[test]
+fn thread_per_connection_echo_serves_100_clients_through_stack_threads_only() {
+    let (server, client) = pair_stack_threads_only();
+    echo_100((server.clone(), client.clone()));
+    for net in [server, client] {
+        let stats = net.thread_stats();
+        assert_eq!(stats.sender_received, 0, "{stats:?}");
+        assert!(stats.wakeups > 0, "{stats:?}");
+    }
+}
+
+fn echo_100((server, client): (Net, Net)) {
     let listener = TcpListener::bind(&server, addr(SERVER, 7)).unwrap();
     const CLIENTS: usize = 100;
     let acceptor = thread::spawn(move || {
@@ -682,9 +708,8 @@ fn idle_stack_thread_sleeps() {
     join_within(h);
 }
 
-/// Connect, echo, close from `threads` threads, `rounds` times each.
-fn stress(rounds: usize) {
-    let (server, client) = pair();
+/// Connect, echo, close from 4 threads, `rounds` times in all.
+fn stress((server, client): (Net, Net), rounds: usize) {
     let listener = Arc::new(TcpListener::bind(&server, addr(SERVER, 21)).unwrap());
     const THREADS: usize = 4;
     let total = rounds;
@@ -737,5 +762,10 @@ fn stress_rounds() -> usize {
 
 #[test]
 fn connect_echo_close_stress_across_threads() {
-    stress(stress_rounds());
+    stress(pair(), stress_rounds());
+}
+
+#[test]
+fn connect_echo_close_stress_through_stack_threads_only() {
+    stress(pair_stack_threads_only(), stress_rounds() / 4);
 }

@@ -62,23 +62,48 @@ pub fn run(cfg: &Config) -> Report {
     let started = Instant::now();
     eprintln!("[threaded] set-up and measuring");
     let threaded = ThreadedPair::new().and_then(ThreadedPair::crew);
+    let nets: Vec<Net> = threaded
+        .as_ref()
+        .map(|c| c.nets.clone())
+        .unwrap_or_default();
     let kern = kernel_crew();
     let rtc = UserPair::new(BUFFER, 0).and_then(|mut p| {
         p.open(THREADS)?;
         Ok(p)
     });
+    let cpu: [CpuTally; 3] = Default::default();
     let figures = measure_sides(
         cfg,
         THREADS as f64,
         vec![
-            boxed(threaded.map(Crew::workload)),
-            boxed(kern.map(Crew::workload)),
-            boxed(rtc.map(|p| net::user_rr(p, THREADS, THREADS as u64))),
+            boxed(threaded.map(|c| tallied(c.workload(), &cpu[0]))),
+            boxed(kern.map(|c| tallied(c.workload(), &cpu[1]))),
+            boxed(rtc.map(|p| tallied(net::user_rr(p, THREADS, THREADS as u64), &cpu[2]))),
         ],
+    );
+    let cpu_note = format!(
+        "process CPU (all threads, user + system, from /proc/self/stat) per request over the \
+         measured and calibration runs: threaded {}, kernel {}, run-to-completion {}",
+        cpu[0].per_request(),
+        cpu[1].per_request(),
+        cpu[2].per_request()
     );
     let mut figures = figures.into_iter().map(per_second);
     let mut next = || figures.next().unwrap_or_else(net::not_measured);
     let (t, k, r) = (next(), next(), next());
+    let counters: Vec<String> = nets
+        .iter()
+        .zip(["server", "client"])
+        .map(|(n, name)| {
+            let s = n.thread_stats();
+            format!(
+                "{name}: {} stack-thread wake-ups, {} kicks, {} arrivals received by the sender, \
+                 {} declined (lock busy), {} parks",
+                s.wakeups, s.kicks, s.sender_received, s.hook_declined, s.parks
+            )
+        })
+        .collect();
+    drop(nets);
     let idle_time = if cfg.quick {
         Duration::from_secs(1)
     } else {
@@ -128,6 +153,11 @@ pub fn run(cfg: &Config) -> Report {
              {THREADS} connections, one thread. One iteration = one round trip on each of the \
              {THREADS} connections; figures are requests per second."
         ),
+        cpu_note,
+        format!(
+            "threaded side's counters over the whole measurement: {}",
+            counters.join("; ")
+        ),
         "idle CPU: utime+stime of both stack threads (schedstat run time) over the idle period, \
          divided by its length; the client and server stack threads together."
             .to_owned(),
@@ -143,6 +173,50 @@ pub fn run(cfg: &Config) -> Report {
         config: cfg.clone(),
         rows,
         footer,
+    }
+}
+
+/// Process CPU time and requests of one side's runs.
+#[derive(Default, Clone)]
+struct CpuTally(std::rc::Rc<std::cell::Cell<(Duration, u64)>>);
+
+impl CpuTally {
+    fn per_request(&self) -> String {
+        let (cpu, reqs) = self.0.get();
+        if reqs == 0 {
+            return "n/a".to_owned();
+        }
+        format!("{:.1} us", cpu.as_secs_f64() * 1e6 / reqs as f64)
+    }
+}
+
+/// The process's CPU time so far (user + system, every thread), from
+/// `/proc/self/stat` in `USER_HZ` (100 per second) ticks.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// `workload` that also adds its process CPU time and requests
+/// ([`THREADS`] per iteration) to `tally`.
+fn tallied(
+    mut workload: impl FnMut(u64) -> io::Result<Duration> + 'static,
+    tally: &CpuTally,
+) -> impl FnMut(u64) -> io::Result<Duration> + 'static {
+    let tally = tally.clone();
+    move |iters| {
+        let before = process_cpu();
+        let elapsed = workload(iters)?;
+        if let (Some(b), Some(a)) = (before, process_cpu()) {
+            let (cpu, reqs) = tally.0.get();
+            tally
+                .0
+                .set((cpu + a.saturating_sub(b), reqs + iters * THREADS as u64));
+        }
+        Ok(elapsed)
     }
 }
 
@@ -184,7 +258,7 @@ struct Crew {
     clients: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
     /// Kept alive while the crew runs (the threaded side's stacks).
-    _nets: Vec<Net>,
+    nets: Vec<Net>,
 }
 
 impl Crew {
@@ -216,7 +290,7 @@ impl Crew {
             done,
             clients,
             servers,
-            _nets: nets,
+            nets,
         }
     }
 

@@ -23,14 +23,26 @@
 //!   [`Stack::poll`], ask [`Stack::poll_delay`], arm the device
 //!   ([`SleepDevice::prepare_sleep`]), record when it will wake, unlock,
 //!   and `ppoll(2)` on the device's descriptor and the wake eventfd with
-//!   the delay as timeout. An idle `NetThread` makes no system call.
+//!   the delay as timeout, capped at `MAX_SLEEP` (200 ms) so that callers
+//!   need not kick it for far deadlines. An idle `NetThread` wakes five
+//!   times a second and does a few microseconds of work each time.
+//! - **Packets from an in-process peer are received by the sender.** A
+//!   link end calls the stack's arrival hook when it queues packets for a
+//!   sleeping stack thread; if the stack lock is free the hook runs the
+//!   ingress on the sending thread (Linux runs a loopback receive in the
+//!   sender's context too), so the receiving application thread is woken
+//!   by the sender itself, one thread hop per direction instead of two.
+//!   A held lock declines and the device wakes the stack thread.
 //! - **Blocking calls sleep on a per-thread parker registered on the
 //!   socket's wait queue** (an [`eventpoll::Waiter`]). The call that got
 //!   `EAGAIN` (or `EINPROGRESS`) registers the parker *while still holding
 //!   the stack lock*: every readiness change happens under that lock, so
 //!   no wake-up can fall between the failed attempt and the registration.
 //!   It then releases the lock, keeps only a weak handle on the socket,
-//!   and sleeps until the stack wakes the queue with a matching mask, the
+//!   yields the CPU a few times (`PARK_YIELDS`) looking for its wake-up, as
+//!   adaptive mutexes spin before they park (a request/response peer on
+//!   the same cores often answers within those time slices, and the call
+//!   then costs no futex sleep and wake-up), and sleeps until the stack wakes the queue with a matching mask, the
 //!   timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`: `EAGAIN`, or `EINPROGRESS` for
 //!   `connect`, as Linux), or the socket is gone (its last descriptor
 //!   closed, by another thread or by shutdown): the queue is detached,
@@ -71,7 +83,7 @@ mod io;
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
@@ -95,13 +107,26 @@ pub const SO_RCVTIMEO: i32 = 20;
 /// `SO_SNDTIMEO` (Linux's `SO_SNDTIMEO_OLD`), for [`Net::set_timeout`].
 pub const SO_SNDTIMEO: i32 = 21;
 
+/// Times a blocking call yields the CPU, looking for its wake-up, before it
+/// sleeps on its condvar: a reply that comes within a few time slices of
+/// other threads (a request/response peer on the same cores) then costs no
+/// futex sleep and wake-up.
+const PARK_YIELDS: usize = 8;
 /// Rounds of [`Stack::poll`] a caller runs to flush the work its call left.
 const INLINE_FLUSH_ROUNDS: usize = 4;
 /// Rounds of shutdown polling, to let FINs and RSTs leave.
 const SHUTDOWN_ROUNDS: usize = 16;
 /// How long a stack thread whose device has no descriptor sleeps at most
 /// (it cannot be woken by packets, so it looks for them this often).
-const NO_FD_POLL: StdDuration = StdDuration::from_millis(1);
+const NO_FD_POLL: Duration = Duration::from_millis(1);
+/// The longest sleep of a stack thread, whatever its timers say. A caller
+/// whose call sets a deadline before the thread's wake-up time kicks it
+/// (a system call and a thread wake-up); with this cap, deadlines further
+/// out than it (retransmission timeouts: 1 s and more) never need a kick,
+/// because the thread wakes first and sees them. The price: an idle
+/// thread wakes 5 times a second (a lock, a poll that finds nothing, one
+/// `recv` on the link's socket pair: a few microseconds each).
+const MAX_SLEEP: Duration = Duration::from_millis(200);
 
 /// A device that a stack thread can sleep on.
 ///
@@ -133,6 +158,21 @@ pub trait SleepDevice: Device {
     fn prepare_sleep(&self) -> bool {
         false
     }
+
+    /// Called when `ppoll` reported the readiness descriptor readable,
+    /// before the stack is polled: an edge-style signal (the link's) is
+    /// emptied here; a level-triggered descriptor (TAP) needs nothing.
+    fn readiness_fired(&self) {}
+
+    /// Offers a hook for the device to call on the sending thread when
+    /// packets arrive for a sleeping stack thread (instead of making the
+    /// descriptor readable); the hook returns true if it handled them. An
+    /// in-process device (the link) can do this; a real device cannot and
+    /// keeps this default, which declines.
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        let _ = hook;
+        false
+    }
 }
 
 impl SleepDevice for netdev::LinkDevice {
@@ -142,6 +182,14 @@ impl SleepDevice for netdev::LinkDevice {
 
     fn prepare_sleep(&self) -> bool {
         self.arm_readiness()
+    }
+
+    fn readiness_fired(&self) {
+        self.drain_readiness();
+    }
+
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        netdev::LinkDevice::set_arrival_hook(self, hook).is_ok()
     }
 }
 
@@ -188,6 +236,24 @@ pub enum Request {
 #[derive(Debug)]
 pub struct NetThread(());
 
+/// Options of a stack thread beyond the stack's own [`StackConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadOptions {
+    /// Let a sending thread run this stack's ingress when its device
+    /// offers an arrival hook (module docs). On by default; off, every
+    /// packet is received by the stack thread (tests use this to cover
+    /// that path alone).
+    pub sender_receives: bool,
+}
+
+impl Default for ThreadOptions {
+    fn default() -> ThreadOptions {
+        ThreadOptions {
+            sender_receives: true,
+        }
+    }
+}
+
 impl NetThread {
     /// A stack on `device` with `config`, owned by a new thread named
     /// `usertcp-stack`, and the [`Net`] handle to call it from any thread.
@@ -195,6 +261,18 @@ impl NetThread {
     /// dropped. Fails with the stack's errno or the OS error (eventfd,
     /// thread creation, the device's descriptor).
     pub fn spawn<D>(device: D, config: StackConfig) -> std::io::Result<Net>
+    where
+        D: SleepDevice + Send + 'static,
+    {
+        NetThread::spawn_with(device, config, ThreadOptions::default())
+    }
+
+    /// [`spawn`](NetThread::spawn) with [`ThreadOptions`].
+    pub fn spawn_with<D>(
+        device: D,
+        config: StackConfig,
+        options: ThreadOptions,
+    ) -> std::io::Result<Net>
     where
         D: SleepDevice + Send + 'static,
     {
@@ -213,7 +291,15 @@ impl NetThread {
             requests: tx,
             epoch,
             stack_tid: AtomicI32::new(0),
+            counters: Counters::default(),
         });
+        if options.sender_receives {
+            let weak = Arc::downgrade(&shared);
+            shared
+                .lock()
+                .stack
+                .set_arrival_hook(Box::new(move || arrival(&weak)));
+        }
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
@@ -263,6 +349,38 @@ struct Shared {
     epoch: std::time::Instant,
     /// The stack thread's kernel tid, once it runs.
     stack_tid: AtomicI32,
+    counters: Counters,
+}
+
+/// What a stack thread and its callers did, for tuning and benchmarks
+/// ([`Net::thread_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    /// Times the stack thread woke from `ppoll` (packets, timers, kicks,
+    /// the 200 ms cap).
+    pub wakeups: u64,
+    /// Kicks sent to the stack thread by callers.
+    pub kicks: u64,
+    /// Arrivals a sending thread received itself (the arrival hook).
+    pub sender_received: u64,
+    /// Arrivals the hook declined (stack lock busy): the stack thread was
+    /// woken instead.
+    pub hook_declined: u64,
+    /// Blocking calls that went to sleep.
+    pub parks: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    wakeups: AtomicU64,
+    kicks: AtomicU64,
+    sender_received: AtomicU64,
+    hook_declined: AtomicU64,
+    parks: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 struct State {
@@ -278,17 +396,53 @@ struct State {
 enum Sleep {
     /// Running, or about to look at the stack again: no kick needed.
     Awake,
-    /// Asleep (or about to be) until this time; `None` is no timeout.
-    Until(Option<Instant>),
+    /// Asleep (or about to be) until this time at the latest.
+    Until(Instant),
+}
+
+/// The stack lock's guard. Dropping it unlocks, then notifies the parkers
+/// that the holder woke (see [`Parker`]): a woken thread must not run into
+/// the still-held lock.
+struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // Always `Some` until drop.
+        self.guard.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        // Always `Some` until drop.
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        notify_deferred();
+    }
 }
 
 impl Shared {
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: Some(self.state.lock()),
+        }
+    }
+
     fn now(&self) -> Instant {
         let micros = self.epoch.elapsed().as_micros();
         Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
     fn kick(&self) {
+        bump(&self.counters.kicks);
         // The receiver lives as long as the stack thread; after it left,
         // there is nobody to kick.
         let _ = self.requests.send(Request::Kick);
@@ -297,7 +451,7 @@ impl Shared {
 
     /// After a call under the lock: flush the work it left, and wake the
     /// stack thread if it sleeps past the stack's new deadline.
-    fn after_call(&self, st: &mut State) {
+    fn after_call(&self, st: &mut Locked<'_>) {
         let now = self.now();
         for _ in 0..INLINE_FLUSH_ROUNDS {
             if st.stack.poll_delay(now) != Some(Duration::ZERO) {
@@ -305,19 +459,48 @@ impl Shared {
             }
             st.stack.poll(now);
         }
-        if let Sleep::Until(until) = st.sleep {
-            let next = st.stack.poll_delay(now).map(|d| now + d);
-            let earlier = match (next, until) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(n), Some(u)) => n < u,
-            };
-            if earlier {
-                st.sleep = Sleep::Awake;
-                self.kick();
-            }
+        if let Sleep::Until(until) = st.sleep
+            && st.stack.poll_delay(now).is_some_and(|d| now + d < until)
+        {
+            st.sleep = Sleep::Awake;
+            self.kick();
         }
     }
+}
+
+/// The arrival hook (see [`SleepDevice::set_arrival_hook`]): runs on the
+/// thread that queued packets for this stack while its thread sleeps. If
+/// the stack lock is free it processes them right here, as Linux runs a
+/// loopback receive in the sender's context, so a blocked reader is woken
+/// by the sender directly rather than through the stack thread. Never
+/// blocks: a held lock declines (the device then wakes the stack thread).
+fn arrival(shared: &Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    let Some(guard) = shared.state.try_lock() else {
+        bump(&shared.counters.hook_declined);
+        return false;
+    };
+    bump(&shared.counters.sender_received);
+    let mut st = Locked { guard: Some(guard) };
+    if st.shut {
+        return false;
+    }
+    let now = shared.now();
+    for _ in 0..INLINE_FLUSH_ROUNDS {
+        st.stack.poll(now);
+        // The stack thread sleeps on: arm the device for it again. True
+        // means packets came meanwhile; take them too.
+        if !st.stack.prepare_sleep() {
+            shared.after_call(&mut st);
+            return true;
+        }
+    }
+    // Still more: hand over to the stack thread.
+    st.sleep = Sleep::Awake;
+    shared.kick();
+    true
 }
 
 /// The stack thread.
@@ -327,7 +510,7 @@ fn stack_thread(
     started: Sender<std::io::Result<()>>,
 ) {
     shared.stack_tid.store(sys::gettid(), Ordering::Relaxed);
-    let dev_fd = match shared.state.lock().stack.readiness_fd() {
+    let dev_fd = match shared.lock().stack.readiness_fd() {
         Ok(fd) => fd,
         Err(e) => {
             let _ = started.send(Err(e));
@@ -336,13 +519,17 @@ fn stack_thread(
     };
     let _ = started.send(Ok(()));
     let wake_fd = shared.wake.raw();
+    let mut dev_fired = false;
     loop {
         if requests.try_iter().any(|r| r == Request::Shutdown) {
             return;
         }
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         if st.shut {
             return;
+        }
+        if std::mem::take(&mut dev_fired) {
+            st.stack.readiness_fired();
         }
         st.sleep = Sleep::Awake;
         let now = shared.now();
@@ -352,21 +539,36 @@ fn stack_thread(
             drop(st);
             continue;
         }
-        st.sleep = Sleep::Until(delay.map(|d| now + d));
+        let cap = if dev_fd.is_some() {
+            MAX_SLEEP
+        } else {
+            NO_FD_POLL
+        };
+        let delay = delay.map_or(cap, |d| d.min(cap));
+        st.sleep = Sleep::Until(now + delay);
         drop(st);
-        let mut timeout = delay.map(|d| StdDuration::from_micros(d.total_micros()));
+        let timeout = Some(StdDuration::from_micros(delay.total_micros()));
         let fds: &[RawFd] = match dev_fd {
             Some(fd) => &[fd, wake_fd][..],
-            None => {
-                timeout = Some(timeout.map_or(NO_FD_POLL, |t| t.min(NO_FD_POLL)));
-                &[wake_fd][..]
-            }
+            None => &[wake_fd][..],
         };
-        if let Err(e) = sys::poll_readable(fds, timeout) {
-            tracing::warn!(error = %e, "stack thread: ppoll failed");
-            std::thread::sleep(NO_FD_POLL);
+        match sys::poll_readable(fds, timeout) {
+            // The wake fd is the last one: drain it only when it fired.
+            Ok(mask) => {
+                if mask & (1 << (fds.len() - 1)) != 0 {
+                    shared.wake.drain();
+                }
+                if dev_fd.is_some() && mask & 1 != 0 {
+                    dev_fired = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stack thread: ppoll failed");
+                shared.wake.drain();
+                std::thread::sleep(StdDuration::from_millis(1));
+            }
         }
-        shared.wake.drain();
+        bump(&shared.counters.wakeups);
     }
 }
 
@@ -378,7 +580,7 @@ impl Drop for Inner {
 
 fn shutdown(shared: &Shared, join: &Mutex<Option<JoinHandle<()>>>) {
     let epolls = {
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         if !st.shut {
             st.shut = true;
             st.stack.close_all();
@@ -419,8 +621,8 @@ enum Dir {
 
 impl Net {
     /// Locks the stack, or `EBADF` once it is shut down.
-    fn lock(&self) -> Result<MutexGuard<'_, State>, Errno> {
-        let st = self.inner.shared.state.lock();
+    fn lock(&self) -> Result<Locked<'_>, Errno> {
+        let st = self.inner.shared.lock();
         if st.shut {
             return Err(Errno::EBADF);
         }
@@ -491,6 +693,7 @@ impl Net {
             watched = Some(weak.clone());
             drop(sock);
             drop(st);
+            bump(&self.inner.shared.counters.parks);
             let outcome = parker.park(deadline);
             if let Some(sock) = weak.upgrade() {
                 sock.wait_queue().remove_waiter(&waiter);
@@ -809,6 +1012,19 @@ impl Net {
         Ok(self.lock()?.stack.stats())
     }
 
+    /// The counters of the stack thread and its callers.
+    pub fn thread_stats(&self) -> ThreadStats {
+        let c = &self.inner.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ThreadStats {
+            wakeups: get(&c.wakeups),
+            kicks: get(&c.kicks),
+            sender_received: get(&c.sender_received),
+            hook_declined: get(&c.hook_declined),
+            parks: get(&c.parks),
+        }
+    }
+
     /// The kernel thread id of the stack thread (for
     /// `/proc/self/task/TID/stat`).
     pub fn stack_tid(&self) -> i32 {
@@ -840,14 +1056,48 @@ impl std::fmt::Debug for Net {
 
 thread_local! {
     /// Each thread blocks on one socket at a time: one parker per thread.
-    static PARKER: Arc<Parker> = Arc::new(Parker::default());
+    static PARKER: Arc<Parker> = Arc::new_cyclic(|me| Parker {
+        me: me.clone(),
+        state: Mutex::new(ParkState::default()),
+        cv: Condvar::new(),
+        signalled: std::sync::atomic::AtomicBool::new(false),
+    });
+    /// Parkers this thread woke while holding the stack lock, to notify
+    /// once it is released ([`Locked`]'s drop).
+    static DEFERRED: std::cell::RefCell<Vec<Arc<Parker>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notifies the parkers this thread woke under the stack lock.
+fn notify_deferred() {
+    let list = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    for parker in &list {
+        parker.cv.notify_one();
+    }
+    // Give the (empty) allocation back for the next time.
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_empty() {
+            let mut list = list;
+            list.clear();
+            *d = list;
+        }
+    });
 }
 
 /// A blocked caller's entry on a socket's wait queue.
-#[derive(Default)]
+///
+/// Its wake-up sets `woken` at once but notifies the condvar only when the
+/// waking thread releases the stack lock (all socket wake-ups happen under
+/// it): the woken thread's first step is to take that lock, and notifying
+/// earlier lets it run into the held lock and sleep again. A detach (the
+/// socket dropped, maybe outside the lock) notifies at once.
 struct Parker {
+    me: Weak<Parker>,
     state: Mutex<ParkState>,
     cv: Condvar,
+    /// `woken || gone`, readable without the lock (the yield loop).
+    signalled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -869,9 +1119,16 @@ impl Parker {
         s.want = want;
         s.woken = false;
         s.gone = false;
+        self.signalled.store(false, Ordering::Relaxed);
     }
 
     fn park(&self, deadline: Option<std::time::Instant>) -> Park {
+        for _ in 0..PARK_YIELDS {
+            if self.signalled.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut s = self.state.lock();
         loop {
             if s.gone {
@@ -905,13 +1162,20 @@ impl Waiter for Parker {
             return false;
         }
         s.woken = true;
+        self.signalled.store(true, Ordering::Release);
         drop(s);
-        self.cv.notify_one();
+        match self.me.upgrade() {
+            Some(me) => DEFERRED.with(|d| d.borrow_mut().push(me)),
+            None => {
+                self.cv.notify_one();
+            }
+        }
         true
     }
 
     fn detach(&self) {
         self.state.lock().gone = true;
+        self.signalled.store(true, Ordering::Release);
         self.cv.notify_one();
     }
 }
@@ -954,6 +1218,8 @@ trait Ops: Send {
     fn poll_delay(&self, now: Instant) -> Option<Duration>;
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
     fn prepare_sleep(&self) -> bool;
+    fn readiness_fired(&self);
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool;
 }
 
 impl<D: SleepDevice + Send> Ops for Stack<D> {
@@ -1043,5 +1309,11 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     }
     fn prepare_sleep(&self) -> bool {
         self.device().prepare_sleep()
+    }
+    fn readiness_fired(&self) {
+        self.device().readiness_fired()
+    }
+    fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
+        self.device().set_arrival_hook(hook)
     }
 }

@@ -59,7 +59,10 @@
 //! - **Tracing**: every step emits a `tracing` event at trace level
 //!   (segment in with its 4-tuple and flags, state change, mask raised and
 //!   wake, dirty, egress, timer, accept, harvest). With no subscriber, or
-//!   trace disabled, each costs one cached level check.
+//!   trace disabled, each costs one cached level check: compiling them all
+//!   out (`tracing/max_level_off`) saves 2.9 % of the instructions of a
+//!   run-to-completion round trip (callgrind, 12.4k instructions per round
+//!   trip), below the run-to-run noise of the benchmarks.
 //!
 //! ## What it does not do (yet)
 //!

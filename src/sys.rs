@@ -19,6 +19,30 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Why a network namespace with a TAP device cannot be set up here, if it
+/// cannot: not root, no `/dev/net/tun`, or no `ip` (iproute2). The TAP
+/// end-to-end tests and loopbench's `tap` scenario skip with this reason.
+pub fn tap_unavailable() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("?");
+    if euid != "0" {
+        return Some(format!(
+            "not root (euid {euid}): a network namespace and a TAP need it"
+        ));
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".to_owned());
+    }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        return Some("no `ip` (iproute2)".to_owned());
+    }
+    None
+}
+
 /// Moves the **calling thread** into the network namespace `name` (made by
 /// `ip netns add name`, so bound at `/var/run/netns/name`). Sockets and TAP
 /// devices the thread opens afterwards belong to that namespace; other

@@ -39,22 +39,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why TAP tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
-    if euid != "0" {
-        return Some(format!("not root (euid {euid})"));
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("no `ip` (iproute2)".into());
-    }
-    None
+    usertcp::sys::tap_unavailable()
 }
 
 fn has(program: &str) -> bool {

@@ -39,7 +39,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -201,22 +200,8 @@ pub fn run(cfg: &Config) -> Report {
 
 /// Why the scenario cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
-    if euid != "0" {
-        return Some(format!(
-            "needs root for a network namespace and a TAP (euid {euid})"
-        ));
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun".to_owned());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("no `ip` (iproute2)".to_owned());
+    if let Some(why) = usertcp::sys::tap_unavailable() {
+        return Some(why);
     }
     if Command::new("wrk").arg("-v").output().is_err() {
         return Some("wrk is not installed".to_owned());

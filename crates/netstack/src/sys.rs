@@ -46,19 +46,24 @@ impl WakeFd {
     }
 }
 
-/// Sleeps until one of `fds` is readable or `timeout` passes (`None`:
-/// forever). `EINTR` counts as a wake-up. Returns a bit mask of the
-/// descriptors reported readable (bit i for `fds[i]`).
-pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u32> {
+/// Sleeps until one of `fds` is readable (or, for those paired with
+/// `true`, writable) or `timeout` passes (`None`: forever). `EINTR` counts
+/// as a wake-up. Returns a bit mask of the descriptors reported ready (bit
+/// i for `fds[i]`).
+pub(crate) fn poll_fds(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> io::Result<u32> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
     }; 4];
     let n = fds.len().min(pfds.len());
-    for (p, &fd) in pfds.iter_mut().zip(fds) {
+    for (p, &(fd, write)) in pfds.iter_mut().zip(fds) {
         p.fd = fd;
-        p.events = libc::POLLIN;
+        p.events = if write {
+            libc::POLLIN | libc::POLLOUT
+        } else {
+            libc::POLLIN
+        };
     }
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),

@@ -12,6 +12,8 @@
 //!   `accept`, `connect` and `epoll_wait`;
 //! - a connect/echo/close stress loop across threads, 1,000 rounds
 //!   (`USERTCP_THREADED_STRESS` sets another count).
+//! - a device that cannot take a frame: the stack thread sleeps for
+//!   `POLLOUT` instead of spinning, and wakes when the device has room.
 //!
 //! Every blocked thread is released by the test or by a bounded timeout;
 //! nothing can hang forever (the `MUST` bound).
@@ -768,4 +770,100 @@ fn connect_echo_close_stress_across_threads() {
 #[test]
 fn connect_echo_close_stress_through_stack_threads_only() {
     stress(pair_stack_threads_only(), stress_rounds() / 4);
+}
+
+/// A device with nothing to say whose "send queue" is stuck: its readiness
+/// descriptor is a socket whose send buffer is full, and `wants_writable`
+/// says a frame waits. The stack thread must sleep (for `POLLOUT`) instead
+/// of spinning, and wake as soon as the descriptor becomes writable.
+struct StuckDevice {
+    link: netdev::LinkDevice,
+    fd: std::os::unix::net::UnixStream,
+    pending: Arc<AtomicBool>,
+}
+
+impl smoltcp::phy::Device for StuckDevice {
+    type RxToken<'a> = netdev::LinkRxToken<'a>;
+    type TxToken<'a> = netdev::LinkTxToken<'a>;
+
+    fn receive(
+        &mut self,
+        now: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.link.receive(now)
+    }
+
+    fn transmit(&mut self, now: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        self.link.transmit(now)
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.link.capabilities()
+    }
+}
+
+impl netstack::SleepDevice for StuckDevice {
+    fn readiness_fd(&self) -> std::io::Result<Option<std::os::fd::RawFd>> {
+        Ok(Some(std::os::fd::AsRawFd::as_raw_fd(&self.fd)))
+    }
+
+    fn wants_writable(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn stack_thread_sleeps_for_pollout_while_the_device_is_full() {
+    let (link, _peer) = Link::pair(1500);
+    let (fd, other) = std::os::unix::net::UnixStream::pair().unwrap();
+    fd.set_nonblocking(true).unwrap();
+    other.set_nonblocking(true).unwrap();
+    let fill = |fd: &std::os::unix::net::UnixStream| {
+        let chunk = [0u8; 4096];
+        while (&*fd).write(&chunk).is_ok() {}
+    };
+    // Fill the send buffer: the descriptor is not writable any more.
+    fill(&fd);
+    let writer = fd.try_clone().unwrap();
+    let pending = Arc::new(AtomicBool::new(true));
+    let dev = StuckDevice {
+        link,
+        fd,
+        pending: pending.clone(),
+    };
+    let net = NetThread::spawn(dev, StackConfig::new(SERVER, 24)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let before = net.thread_stats().wakeups;
+    thread::sleep(Duration::from_millis(500));
+    let slept = net.thread_stats().wakeups - before;
+    // Asleep in ppoll: only the 200 ms cap wakes it (a spinning thread
+    // wakes hundreds of thousands of times in half a second).
+    assert!(slept <= 5, "{slept} wake-ups while the device was full");
+    // The peer reads: the descriptor turns writable and the thread wakes at
+    // once. Several rounds, each within 50 ms: a thread that slept for
+    // POLLIN only would be woken by its 200 ms cap, and only by chance
+    // within the window of every round.
+    let mut sink = vec![0u8; 1 << 16];
+    for round in 0..6 {
+        let before = net.thread_stats().wakeups;
+        let start = Instant::now();
+        while (&other).read(&mut sink).is_ok() {}
+        let mut woke = false;
+        while start.elapsed() < Duration::from_millis(50) {
+            if net.thread_stats().wakeups > before {
+                woke = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            woke,
+            "round {round}: no wake-up when the device became writable"
+        );
+        // Full again, and let the thread settle back into its sleep.
+        fill(&writer);
+        thread::sleep(Duration::from_millis(20));
+    }
+    pending.store(false, Ordering::SeqCst);
+    net.shutdown();
 }

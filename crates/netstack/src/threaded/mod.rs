@@ -77,7 +77,10 @@
 //! hook called before each sleep. [`netdev::LinkDevice`] implements it
 //! with its opt-in readiness descriptor; [`netdev::Tap`] returns its own
 //! fd and reports frames it already read into its batch from
-//! `prepare_sleep` (the fd no longer shows them).
+//! `prepare_sleep` (the fd no longer shows them); while a frame waits for
+//! the kernel to take it (`EAGAIN`), it asks for `POLLOUT` too
+//! ([`SleepDevice::wants_writable`]), so the thread sleeps until the TAP
+//! has room instead of spinning.
 
 mod io;
 
@@ -164,6 +167,14 @@ pub trait SleepDevice: Device {
     /// emptied here; a level-triggered descriptor (TAP) needs nothing.
     fn readiness_fired(&self) {}
 
+    /// Called before each sleep, under the stack lock; true means "a packet
+    /// waits for the device to take it": the thread then sleeps until the
+    /// readiness descriptor is also writable (`POLLOUT`), instead of
+    /// polling until the device has room.
+    fn wants_writable(&self) -> bool {
+        false
+    }
+
     /// Offers a hook for the device to call on the sending thread when
     /// packets arrive for a sleeping stack thread (instead of making the
     /// descriptor readable); the hook returns true if it handled them. An
@@ -196,17 +207,21 @@ impl SleepDevice for netdev::LinkDevice {
 /// A TAP sleeps on its own descriptor, which `ppoll` reports readable while
 /// the kernel holds frames for it. Frames it already read into its batch
 /// ([`netdev::Tap::rx_queued`]) are no longer on the descriptor, so they
-/// count as "packets waiting"; so does a frame that met `EAGAIN` and waits
-/// to be written ([`netdev::Tap::tx_pending`]): the stack thread only
-/// sleeps for `POLLIN`, so it keeps polling (each poll retries the write)
-/// until the kernel takes the frame.
+/// count as "packets waiting". A frame that met `EAGAIN` and waits to be
+/// written ([`netdev::Tap::tx_pending`]) makes the thread sleep for
+/// `POLLOUT` as well, so it polls again (and retries the write) once the
+/// kernel has room, without spinning meanwhile.
 impl SleepDevice for netdev::Tap {
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>> {
         Ok(Some(self.as_raw_fd()))
     }
 
     fn prepare_sleep(&self) -> bool {
-        self.rx_queued() > 0 || self.tx_pending()
+        self.rx_queued() > 0
+    }
+
+    fn wants_writable(&self) -> bool {
+        self.tx_pending()
     }
 }
 
@@ -218,6 +233,10 @@ impl<D: SleepDevice> SleepDevice for netdev::Pcap<D> {
 
     fn prepare_sleep(&self) -> bool {
         self.get_ref().prepare_sleep()
+    }
+
+    fn wants_writable(&self) -> bool {
+        self.get_ref().wants_writable()
     }
 }
 
@@ -545,14 +564,15 @@ fn stack_thread(
             NO_FD_POLL
         };
         let delay = delay.map_or(cap, |d| d.min(cap));
+        let write = dev_fd.is_some() && st.stack.wants_writable();
         st.sleep = Sleep::Until(now + delay);
         drop(st);
         let timeout = Some(StdDuration::from_micros(delay.total_micros()));
-        let fds: &[RawFd] = match dev_fd {
-            Some(fd) => &[fd, wake_fd][..],
-            None => &[wake_fd][..],
+        let fds: &[(RawFd, bool)] = match dev_fd {
+            Some(fd) => &[(fd, write), (wake_fd, false)][..],
+            None => &[(wake_fd, false)][..],
         };
-        match sys::poll_readable(fds, timeout) {
+        match sys::poll_fds(fds, timeout) {
             // The wake fd is the last one: drain it only when it fired.
             Ok(mask) => {
                 if mask & (1 << (fds.len() - 1)) != 0 {
@@ -1219,6 +1239,7 @@ trait Ops: Send {
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;
     fn prepare_sleep(&self) -> bool;
     fn readiness_fired(&self);
+    fn wants_writable(&self) -> bool;
     fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool;
 }
 
@@ -1312,6 +1333,9 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     }
     fn readiness_fired(&self) {
         self.device().readiness_fired()
+    }
+    fn wants_writable(&self) -> bool {
+        self.device().wants_writable()
     }
     fn set_arrival_hook(&self, hook: Box<dyn Fn() -> bool + Send + Sync>) -> bool {
         self.device().set_arrival_hook(hook)

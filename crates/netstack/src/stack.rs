@@ -162,6 +162,20 @@ pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an active open waits for the peer before `ETIMEDOUT` (Linux's
 /// six SYN retries take about 127 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+/// How long a received segment may wait for its ACK once the connection is
+/// past its first [`QUICKACKS`] data segments: Linux's minimum delayed-ACK
+/// time (`TCP_DELACK_MIN`, 40 ms), not smoltcp's 10 ms. With many active
+/// connections a round takes longer than 10 ms and almost every segment
+/// would get its own pure ACK (loopbench rr at 10k connections: ~110k ->
+/// ~230-290k req/s).
+const ACK_DELAY: Duration = Duration::from_millis(40);
+/// Data segments a new connection acknowledges at once before delayed
+/// ACKs start (Linux's quick-ACK mode, `TCP_MAX_QUICKACKS`). A SYN's window
+/// is never scaled, so a sender's first flight stops at 64 KiB until an ACK
+/// shows the real window; smoltcp only ACKs at once for two full segments
+/// left *unread*, so a receiver that reads at once would hold that ACK for
+/// the whole delay (a 40 ms stall at the start of every bulk transfer).
+const QUICKACKS: u8 = 16;
 /// Segments one connection may send in one egress pass before the next
 /// connection gets its turn.
 const EGRESS_BUDGET: usize = 64;
@@ -293,6 +307,8 @@ struct Conn {
     /// The deadline of this connection's entry in the timer queue, if it
     /// has one: never later than `timer` (see `Core::arm_timer`).
     timer_entry: Option<Instant>,
+    /// Data segments still to be acknowledged at once (see `QUICKACKS`).
+    quickacks: u8,
     dirty: bool,
     /// Buffers of the default size (returned to the pool when freed).
     poolable: bool,
@@ -996,6 +1012,7 @@ impl Core {
             in_demux: false,
             timer: None,
             timer_entry: None,
+            quickacks: QUICKACKS,
             dirty: false,
             keepalive: false,
             poolable,
@@ -1007,11 +1024,8 @@ impl Core {
         };
         let sock = conn.tcp_mut();
         sock.set_timeout(None);
-        // Linux's minimum delayed-ACK time (TCP_DELACK_MIN, 40 ms), not
-        // smoltcp's 10 ms: with many active connections a round takes longer
-        // than 10 ms and almost every segment would get its own pure ACK
-        // (loopbench rr at 10k connections: ~110k -> ~230-290k req/s).
-        sock.set_ack_delay(Some(Duration::from_millis(40)));
+        // Quick-ACK mode first (see `QUICKACKS`); delayed ACKs after.
+        sock.set_ack_delay(None);
         apply_opts(&mut conn, opts);
         conn.last = conn.snap();
         self.conn_count += 1;
@@ -1297,6 +1311,12 @@ impl Core {
         }
         if after.recv_queue > before.recv_queue {
             key |= Events::IN | Events::RDNORM;
+            if cause == Cause::Ingress && conn.quickacks > 0 {
+                conn.quickacks -= 1;
+                if conn.quickacks == 0 {
+                    conn.tcp_mut().set_ack_delay(Some(ACK_DELAY));
+                }
+            }
         }
         if !fin_received(before.state) && fin_received(after.state) {
             key |= Events::IN | Events::RDNORM | Events::RDHUP;

@@ -105,6 +105,39 @@ fn one_megabyte_each_way_arrives_intact() {
     pump_bulk(&mut p, c, s, 1 << 20);
 }
 
+/// A SYN's window is never scaled, so a new connection's first flight
+/// stops at 64 KiB until the receiver's ACK shows the real window. A
+/// receiver that reads at once must send that ACK at once (quick-ACK mode),
+/// not after the delayed-ACK time: 256 KiB over a link of MTU 65535 arrive
+/// without the clock moving at all.
+#[test]
+fn first_flight_past_the_syn_window_needs_no_delayed_ack() {
+    let mut p = Pair::with_mtu(1 << 20, 65535, 64);
+    let l = p.listen(5002, 4);
+    let (c, s) = p.connected(l, 5002);
+    let data = vec![0xa5u8; 256 * 1024];
+    let (mut sent, mut got) = (0, 0);
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = p.now;
+    for _ in 0..1000 {
+        if sent < data.len()
+            && let Ok(n) = p.client.send(c, &data[sent..])
+        {
+            sent += n;
+        }
+        p.client.poll(p.now);
+        p.server.poll(p.now);
+        while let Ok(n) = p.server.recv(s, &mut buf) {
+            got += n;
+        }
+        if got == data.len() {
+            break;
+        }
+    }
+    assert_eq!(p.now, start, "the clock never moved");
+    assert_eq!(got, data.len(), "the transfer waited for a timer");
+}
+
 #[test]
 fn shutdown_wr_gives_peer_in_rdhup_and_eof() {
     let mut p = Pair::new();

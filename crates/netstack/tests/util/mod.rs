@@ -31,7 +31,12 @@ impl Pair {
     /// A pair whose link holds `capacity` packets each way (back-pressure
     /// past it).
     pub fn with_link(buffer_size: usize, capacity: usize) -> Pair {
-        let (a, b) = Link::pair_with(1500, capacity);
+        Pair::with_mtu(buffer_size, 1500, capacity)
+    }
+
+    /// A pair over a link of `mtu` holding `capacity` packets each way.
+    pub fn with_mtu(buffer_size: usize, mtu: usize, capacity: usize) -> Pair {
+        let (a, b) = Link::pair_with(mtu, capacity);
         let now = Instant::from_secs(1);
         let mut sc = StackConfig::new(SERVER, 15);
         sc.seed = Some(1);

@@ -731,9 +731,8 @@ impl<D: Device> Stack<D> {
             let Some(id) = core.dirty.pop_front() else {
                 break;
             };
-            let out = egress(device, iface, core, id);
-            busy |= out.sent > 0;
-            if out.blocked {
+            busy |= egress(device, iface, core, id) > 0;
+            if core.tx_blocked {
                 // The device is full: the connections not yet visited keep
                 // their turn at the front, instead of each finding the
                 // device full again.
@@ -798,25 +797,26 @@ impl<D: Device> Stack<D> {
 /// Egress of one dirty connection: smoltcp is asked for segments until it
 /// has none left (it sends at most one per socket per call), the device
 /// pushes back, or [`EGRESS_BUDGET`] is spent; then the connection is
-/// settled (a connection with more to send is marked dirty again). Returns
-/// what happened.
-fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> Egress {
+/// settled (a connection with more to send is marked dirty again). Sets
+/// `Core::tx_blocked` if the device refused a packet. Returns the number of
+/// segments sent.
+fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id: ConnId) -> usize {
     let now = core.now;
-    let mut out = Egress::default();
+    let mut sent = 0;
     let Some(Some(conn)) = core.conns.get_mut(id as usize) else {
-        return out;
+        return sent;
     };
     if !conn.dirty {
-        return out;
+        return sent;
     }
     conn.dirty = false;
     // smoltcp's `poll_at` is cheaper than a `poll_egress` that finds
     // nothing to send, and settling needs it anyway.
     let mut at = None;
     let mut refused = false;
-    while out.sent < EGRESS_BUDGET {
+    while sent < EGRESS_BUDGET {
         match iface.poll_egress(now, device, &mut conn.set) {
-            PollResult::SocketStateChanged => out.sent += 1,
+            PollResult::SocketStateChanged => sent += 1,
             PollResult::None => {
                 refused = true;
                 break;
@@ -828,8 +828,8 @@ fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id:
             break;
         }
     }
-    if out.sent > 0 {
-        trace!(conn = id, segments = out.sent, "egress");
+    if sent > 0 {
+        trace!(conn = id, segments = sent, "egress");
     }
     let at = match at {
         Some(at) => at,
@@ -837,20 +837,9 @@ fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id:
     };
     // smoltcp had something to send now and sent nothing more: the device
     // refused a packet.
-    out.blocked = refused && at.is_some_and(|t| t <= now);
-    core.tx_blocked |= out.blocked;
+    core.tx_blocked |= refused && at.is_some_and(|t| t <= now);
     core.settle_at(at, id, Cause::Egress);
-    out
-}
-
-/// What [`egress`] did on one connection.
-#[derive(Clone, Copy, Debug, Default)]
-struct Egress {
-    /// Segments sent.
-    sent: usize,
-    /// The device refused a segment (back-pressure): the connection stays
-    /// dirty, and so should the others waiting for egress.
-    blocked: bool,
+    sent
 }
 
 /// Applies socket options to a connection's smoltcp socket.

@@ -44,16 +44,15 @@ use std::time::{Duration, Instant};
 use eventpoll::Errno;
 use netdev::{Link, LinkDevice};
 use netstack::{AF_INET, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use crate::kernel;
 use crate::machine::Machine;
 use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
-use super::net::{self, CLIENT, PORT, SERVER, now};
+use super::net::{self, CLIENT, PORT, PREFIX, SERVER, now, smol_iface};
 use super::{Pinned, boxed, measure_sides, two_core_label};
 
 /// The cases, one row each: (streams, MTU).
@@ -67,8 +66,6 @@ pub const CHUNK: u64 = 256 * 1024;
 const PATTERN_LEN: usize = 65_521;
 /// Bytes of packets each direction of an in-memory link can hold.
 const LINK_BYTES: usize = 16 << 20;
-/// The prefix of the benchmark addresses (as in [`net`]).
-const PREFIX: u8 = 15;
 /// Loop iterations without progress before a transfer gives up.
 const STALL: u64 = 20_000_000;
 /// The MSS of a 1500-byte MTU (IPv4 and TCP headers without options).
@@ -601,17 +598,6 @@ pub struct SmolBulk {
     /// The streams' ends.
     pub streams: Streams,
     buf: Vec<u8>,
-}
-
-fn smol_iface(dev: &mut LinkDevice, addr: Ipv4Addr, seed: u64) -> Interface {
-    let mut config = IfaceConfig::new(HardwareAddress::Ip);
-    config.random_seed = seed;
-    let mut iface = Interface::new(config, dev, now());
-    iface.update_ip_addrs(|addrs| {
-        // A fresh interface has room for an address: cannot fail.
-        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(addr), PREFIX));
-    });
-    iface
 }
 
 fn smol_socket() -> tcp::Socket<'static> {

@@ -43,7 +43,7 @@ pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The client's (first) address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The prefix both stacks are on.
-const PREFIX: u8 = 15;
+pub const PREFIX: u8 = 15;
 /// The server's port.
 pub const PORT: u16 = 7;
 /// The size of a request and of its response.
@@ -852,7 +852,8 @@ pub struct SmolPair {
     buffer: usize,
 }
 
-fn smol_iface(dev: &mut LinkDevice, addr: Ipv4Addr, seed: u64) -> Interface {
+/// A stock smoltcp interface on `dev` at `addr` (the benchmark prefix).
+pub fn smol_iface(dev: &mut LinkDevice, addr: Ipv4Addr, seed: u64) -> Interface {
     let mut config = IfaceConfig::new(HardwareAddress::Ip);
     config.random_seed = seed;
     let mut iface = Interface::new(config, dev, now());

@@ -10,7 +10,13 @@
 //!    that makes one run last about [`Config::run_time`]. Each side gets its
 //!    own count, so a fast side is not measured over a shorter time.
 //! 2. **Warm-up**: each side runs for [`Config::warmup`], untimed (caches,
-//!    branch predictors, allocator pools, CPU frequency).
+//!    branch predictors, allocator pools, CPU frequency), and for at least
+//!    [`Config::warmup_iters`] iterations. A workload whose iteration is a
+//!    round over many connections sets the latter (see
+//!    [`Config::with_warmup_iters`]): TCP learns each connection's round
+//!    trip time from one sample per round (RFC 6298), and until it has,
+//!    rounds longer than the minimum retransmission timeout (1 s in
+//!    smoltcp, 200 ms in Linux) retransmit segments that were only queued.
 //! 3. **Runs**: [`Config::runs`] runs per side, *interleaved* (usertcp,
 //!    kernel, usertcp, kernel, ...) so that a burst of noise from other
 //!    processes hits both sides alike. The figure reported is the median
@@ -29,6 +35,9 @@ pub struct Config {
     pub runs: usize,
     /// Untimed warm-up per side before the first run.
     pub warmup: Duration,
+    /// The fewest iterations warm-up runs, however long they take (0: no
+    /// minimum; calibration's own iterations are not counted).
+    pub warmup_iters: u64,
     /// The target duration of one run.
     pub run_time: Duration,
     /// True for `--quick` (fewer, shorter runs).
@@ -41,6 +50,7 @@ impl Config {
         Config {
             runs: 5,
             warmup: Duration::from_millis(100),
+            warmup_iters: 0,
             run_time: Duration::from_millis(100),
             quick: false,
         }
@@ -51,16 +61,32 @@ impl Config {
         Config {
             runs: 3,
             warmup: Duration::from_millis(50),
+            warmup_iters: 0,
             run_time: Duration::from_millis(50),
             quick: true,
         }
     }
 
+    /// The same configuration with warm-up running at least `iters`
+    /// iterations on every side.
+    pub fn with_warmup_iters(&self, iters: u64) -> Config {
+        Config {
+            warmup_iters: iters,
+            ..self.clone()
+        }
+    }
+
     /// One line for a table footer describing the method.
     pub fn describe(&self) -> String {
+        let at_least = match self.warmup_iters {
+            0 => String::new(),
+            1 => " and at least 1 iteration".to_owned(),
+            n => format!(" and at least {n} iterations"),
+        };
         format!(
-            "each figure is the median of {} runs of ~{} ms per side, after {} ms of warm-up; \
-             usertcp and kernel runs are interleaved on the same thread(s) in the same process",
+            "each figure is the median of {} runs of ~{} ms per side, after {} ms of \
+             warm-up{at_least}; usertcp and kernel runs are interleaved on the same thread(s) \
+             in the same process",
             self.runs,
             self.run_time.as_millis(),
             self.warmup.as_millis()
@@ -110,7 +136,7 @@ pub fn compare(cfg: &Config, sides: &mut [&mut Workload<'_>]) -> Vec<io::Result<
         .collect();
     for (side, n) in sides.iter_mut().zip(iters.iter_mut()) {
         if let Ok(count) = *n
-            && let Err(err) = warm_up(cfg, &mut **side, count)
+            && let Err(err) = warm_up(cfg, &mut **side, count).map(drop)
         {
             *n = Err(err);
         }
@@ -155,13 +181,17 @@ fn calibrate(cfg: &Config, side: &mut Workload<'_>) -> io::Result<u64> {
     }
 }
 
-/// Runs `side` untimed for at least `cfg.warmup` (and at least once).
-fn warm_up(cfg: &Config, side: &mut Workload<'_>, iters: u64) -> io::Result<()> {
+/// Runs `side` untimed, `iters` iterations at a time, for at least
+/// `cfg.warmup` and at least `cfg.warmup_iters` iterations (and at least
+/// once). Returns the number of iterations run.
+fn warm_up(cfg: &Config, side: &mut Workload<'_>, iters: u64) -> io::Result<u64> {
     let start = Instant::now();
+    let mut done = 0u64;
     loop {
         side(iters)?;
-        if start.elapsed() >= cfg.warmup {
-            return Ok(());
+        done = done.saturating_add(iters);
+        if start.elapsed() >= cfg.warmup && done >= cfg.warmup_iters {
+            return Ok(done);
         }
     }
 }
@@ -194,6 +224,7 @@ mod tests {
         let cfg = Config {
             runs: 3,
             warmup: Duration::from_millis(1),
+            warmup_iters: 0,
             run_time: Duration::from_millis(2),
             quick: true,
         };
@@ -206,5 +237,31 @@ mod tests {
         assert_eq!(sample.per(4.0).median_ns, 25.0);
         assert!(sample.iters >= 10_000);
         assert_eq!(results[1].as_ref().unwrap_err().to_string(), "boom");
+    }
+
+    #[test]
+    fn warm_up_runs_at_least_the_minimum_iterations() {
+        let cfg = Config {
+            runs: 1,
+            warmup: Duration::ZERO,
+            warmup_iters: 0,
+            run_time: Duration::from_millis(1),
+            quick: true,
+        };
+        let mut calls = 0u64;
+        let mut side = |iters: u64| {
+            calls += 1;
+            Ok(Duration::from_secs(iters))
+        };
+        // No minimum: one call, whatever its length.
+        assert_eq!(warm_up(&cfg, &mut side, 2).unwrap(), 2);
+        // A minimum of 5 iterations in calls of 2: three calls.
+        assert_eq!(warm_up(&cfg.with_warmup_iters(5), &mut side, 2).unwrap(), 6);
+        assert_eq!(calls, 4);
+        assert!(
+            cfg.with_warmup_iters(5)
+                .describe()
+                .contains("at least 5 iterations")
+        );
     }
 }

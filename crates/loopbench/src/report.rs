@@ -460,11 +460,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  \"config\": {{\"quick\": {}, \"runs\": {}, \"run_ms\": {}, \"warmup_ms\": {}}},",
+            "  \"config\": {{\"quick\": {}, \"runs\": {}, \"run_ms\": {}, \"warmup_ms\": {}, \
+             \"warmup_iters\": {}}},",
             self.config.quick,
             self.config.runs,
             self.config.run_time.as_millis(),
-            self.config.warmup.as_millis()
+            self.config.warmup.as_millis(),
+            self.config.warmup_iters
         );
         let _ = writeln!(out, "  \"results\": [");
         for (i, row) in self.rows.iter().enumerate() {

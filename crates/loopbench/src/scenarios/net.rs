@@ -48,6 +48,8 @@ pub const PREFIX: u8 = 15;
 pub const PORT: u16 = 7;
 /// The size of a request and of its response.
 pub const MSG: usize = 64;
+/// The request every client sends (the server echoes it).
+const REQUEST: [u8; MSG] = [0x5a; MSG];
 /// The MTU of the in-memory links.
 pub const MTU: usize = 1500;
 /// Packets each direction of a link can hold (back-pressure past it).
@@ -60,6 +62,18 @@ pub const MTU: usize = 1500;
 /// packet, so a full ring costs one refused attempt per poll, not one per
 /// waiting connection. Stock smoltcp uses the same link.
 const LINK_CAPACITY: usize = 256;
+/// Warm-up rounds before a request/response workload over many
+/// connections is measured (see [`crate::measure::Config::warmup_iters`]).
+/// TCP learns a connection's round-trip time from one sample per round
+/// (RFC 6298): with a million connections all in flight a round takes
+/// about 2-3 s, longer than smoltcp's 1 s minimum retransmission timeout,
+/// and until each connection has backed off and then sampled that time,
+/// responses still waiting for their turn are retransmitted. In a scratch
+/// run of 12 rounds at 1M, rounds 1-3 carried 1.57-1.77 packets per request
+/// each way (each retransmission costs a duplicate and its ACK), rounds 4
+/// and later 1.00, and ran about 30 % faster. Four rounds here plus the
+/// one of calibration put the first measured round at the sixth.
+pub const WARMUP_ROUNDS: u64 = 4;
 /// The listen backlog, and the most connections opened at once.
 pub const BATCH: usize = 4096;
 /// The epoll data of a listener (descriptors are small integers).
@@ -115,6 +129,9 @@ pub struct UserPair {
     got: Vec<usize>,
     events: Vec<EpollEvent>,
     accepted: u64,
+    /// `conns[..in_flight]` each have a request in flight (see
+    /// [`UserPair::rr`]).
+    in_flight: usize,
 }
 
 impl UserPair {
@@ -165,6 +182,7 @@ impl UserPair {
             got: Vec::new(),
             events: vec![EpollEvent::default(); 1024],
             accepted: 0,
+            in_flight: 0,
         })
     }
 
@@ -285,17 +303,35 @@ impl UserPair {
         Ok(())
     }
 
-    /// `total` request/responses of [`MSG`] bytes over the connections
-    /// `conns[..k]` (`k = min(width, total)`), each with one request in
-    /// flight at a time.
+    /// `total` request/responses of [`MSG`] bytes, closed loop over the
+    /// connections `conns[..width]`: each has one request in flight and
+    /// sends its next as soon as its response is in, also across calls
+    /// (a call tops up the connections not yet in flight, counts `total`
+    /// responses and returns with every connection still busy, so that
+    /// consecutive calls measure the steady state, not a burst of `width`
+    /// requests and a drain each time). [`drain`](UserPair::drain) waits
+    /// for the requests still out.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        let req = [0x5au8; MSG];
-        let k = width.min(self.conns.len()).min(total as usize);
-        let mut issued = 0u64;
-        for i in 0..k {
-            let fd = self.conns[i];
-            self.client.send(fd, &req).map_err(errno)?;
-            issued += 1;
+        let k = width.min(self.conns.len());
+        while self.in_flight < k {
+            let fd = self.conns[self.in_flight];
+            self.client.send(fd, &REQUEST).map_err(errno)?;
+            self.in_flight += 1;
+        }
+        self.responses(total, true)
+    }
+
+    /// Waits for the responses to the requests [`rr`](UserPair::rr) left in
+    /// flight.
+    pub fn drain(&mut self) -> io::Result<()> {
+        self.responses(self.in_flight as u64, false)
+    }
+
+    /// Runs both stacks until `total` responses came in; each one is
+    /// followed by the next request on its connection if `resend`.
+    fn responses(&mut self, total: u64, resend: bool) -> io::Result<()> {
+        if total > 0 && self.in_flight == 0 {
+            return Err(io::Error::other("usertcp rr: no request in flight"));
         }
         let mut done = 0u64;
         let mut buf = [0u8; 2048];
@@ -321,9 +357,10 @@ impl UserPair {
                     *got -= MSG;
                     done += 1;
                     spins = 0;
-                    if issued < total {
-                        self.client.send(fd, &req).map_err(errno)?;
-                        issued += 1;
+                    if resend {
+                        self.client.send(fd, &REQUEST).map_err(errno)?;
+                    } else {
+                        self.in_flight -= 1;
                     }
                 }
             }
@@ -338,7 +375,8 @@ impl UserPair {
     /// `total` connections, each: connect, one [`MSG`]-byte request, its
     /// response, close; `width` of them in flight at once.
     pub fn crr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        let req = [0x5au8; MSG];
+        self.drain()?;
+        let req = REQUEST;
         let mut started = 0u64;
         let mut done = 0u64;
         let mut sent: Vec<bool> = Vec::new();
@@ -478,6 +516,8 @@ pub struct KernelPair {
     /// Client descriptor numbers of the connections opened by `open`.
     pub conns: Vec<i32>,
     accepted: Arc<AtomicU64>,
+    /// See [`UserPair::rr`].
+    in_flight: usize,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -621,6 +661,7 @@ impl KernelPair {
             clients: Vec::new(),
             conns: Vec::new(),
             accepted,
+            in_flight: 0,
         })
     }
 
@@ -702,12 +743,23 @@ impl KernelPair {
 
     /// See [`UserPair::rr`].
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        let req = [0x5au8; MSG];
-        let k = width.min(self.conns.len()).min(total as usize);
-        let mut issued = 0u64;
-        for i in 0..k {
-            kernel::send(self.client_fd(self.conns[i])?, &req)?;
-            issued += 1;
+        let k = width.min(self.conns.len());
+        while self.in_flight < k {
+            kernel::send(self.client_fd(self.conns[self.in_flight])?, &REQUEST)?;
+            self.in_flight += 1;
+        }
+        self.responses(total, true)
+    }
+
+    /// See [`UserPair::drain`].
+    pub fn drain(&mut self) -> io::Result<()> {
+        self.responses(self.in_flight as u64, false)
+    }
+
+    /// See [`UserPair::responses`].
+    fn responses(&mut self, total: u64, resend: bool) -> io::Result<()> {
+        if total > 0 && self.in_flight == 0 {
+            return Err(io::Error::other("kernel rr: no request in flight"));
         }
         let mut done = 0u64;
         let mut buf = [0u8; 2048];
@@ -730,12 +782,13 @@ impl KernelPair {
                     c.got -= MSG;
                     done += 1;
                     spins = 0;
-                    if issued < total {
+                    if resend {
                         let fd = c.fd.as_ref().map(|f| f.as_fd());
                         if let Some(fd) = fd {
-                            kernel::send(fd, &req)?;
+                            kernel::send(fd, &REQUEST)?;
                         }
-                        issued += 1;
+                    } else {
+                        self.in_flight -= 1;
                     }
                 }
             }
@@ -749,7 +802,8 @@ impl KernelPair {
 
     /// See [`UserPair::crr`].
     pub fn crr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        let req = [0x5au8; MSG];
+        self.drain()?;
+        let req = REQUEST;
         let both = kernel::EPOLLIN | kernel::EPOLLOUT;
         let mut started = 0u64;
         while started < total.min(width as u64) {
@@ -850,6 +904,10 @@ pub struct SmolPair {
     sset: SocketSet<'static>,
     conns: Vec<(SocketHandle, SocketHandle)>,
     buffer: usize,
+    /// Bytes of the current response received, by connection.
+    got: Vec<usize>,
+    /// See [`UserPair::rr`].
+    in_flight: usize,
 }
 
 /// A stock smoltcp interface on `dev` at `addr` (the benchmark prefix).
@@ -888,6 +946,8 @@ impl SmolPair {
             sset: SocketSet::new(Vec::new()),
             conns: Vec::new(),
             buffer,
+            got: Vec::new(),
+            in_flight: 0,
         }
     }
 
@@ -945,20 +1005,22 @@ impl SmolPair {
         Ok(())
     }
 
-    /// See [`UserPair::rr`]: `total` request/responses over connections
-    /// `0..width`, one in flight on each. The server echoes from its big
-    /// set, visiting the connections that have data.
+    /// See [`UserPair::rr`]: the same closed loop over connections
+    /// `0..width`. The server echoes from its big set, visiting the
+    /// connections that have data.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        let req = [0x5au8; MSG];
-        let k = width.min(self.conns.len()).min(total as usize);
-        let mut got = vec![0usize; k];
-        let mut issued = 0u64;
-        for &(ch, _) in &self.conns[..k] {
+        let k = width.min(self.conns.len());
+        self.got.resize(self.conns.len(), 0);
+        while self.in_flight < k {
+            let (ch, _) = self.conns[self.in_flight];
             self.cset
                 .get_mut::<tcp::Socket>(ch)
-                .send_slice(&req)
+                .send_slice(&REQUEST)
                 .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
-            issued += 1;
+            self.in_flight += 1;
+        }
+        if total > 0 && self.in_flight == 0 {
+            return Err(io::Error::other("smoltcp rr: no request in flight"));
         }
         let mut done = 0u64;
         let mut buf = [0u8; 2048];
@@ -967,7 +1029,7 @@ impl SmolPair {
             let t = now();
             self.ciface.poll(t, &mut self.cdev, &mut self.cset);
             self.siface.poll(t, &mut self.sdev, &mut self.sset);
-            for (i, &(ch, sh)) in self.conns[..k].iter().enumerate() {
+            for (i, &(ch, sh)) in self.conns[..self.in_flight].iter().enumerate() {
                 let s = self.sset.get_mut::<tcp::Socket>(sh);
                 if s.can_recv() {
                     let len = s
@@ -981,16 +1043,13 @@ impl SmolPair {
                     let len = c
                         .recv_slice(&mut buf)
                         .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
-                    got[i] += len;
-                    while got[i] >= MSG {
-                        got[i] -= MSG;
+                    self.got[i] += len;
+                    while self.got[i] >= MSG {
+                        self.got[i] -= MSG;
                         done += 1;
                         spins = 0;
-                        if issued < total {
-                            c.send_slice(&req)
-                                .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
-                            issued += 1;
-                        }
+                        c.send_slice(&REQUEST)
+                            .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
                     }
                 }
             }
@@ -1054,9 +1113,46 @@ mod tests {
         assert_eq!(pair.conns.len(), 300);
         assert_eq!(pair.accepted(), 300);
         pair.rr(300, 3000).unwrap();
+        assert_eq!(pair.in_flight, 300, "rr returns with every connection busy");
         pair.crr(8, 50).unwrap();
+        assert_eq!(pair.in_flight, 0, "crr drains rr's requests first");
         // Dropping the pair stops and joins the server thread.
         drop(pair);
+    }
+
+    #[test]
+    fn user_pair_keeps_requests_in_flight_across_calls_and_drains() {
+        let mut pair = UserPair::new(4096, 0).unwrap();
+        pair.open(20).unwrap();
+        pair.rr(20, 50).unwrap();
+        assert_eq!(pair.in_flight, 20);
+        pair.rr(20, 50).unwrap();
+        pair.drain().unwrap();
+        assert_eq!(pair.in_flight, 0);
+        // Nothing is left to arrive: the client's epoll stays empty.
+        for _ in 0..8 {
+            pair.poll();
+            pair.serve().unwrap();
+        }
+        let n = pair
+            .client
+            .epoll_wait(pair.cep, &mut pair.events, 1024, 0)
+            .unwrap();
+        assert_eq!(n, 0);
+        pair.crr(4, 10).unwrap();
+        // With no connection there is no request to wait for.
+        let mut empty = UserPair::new(4096, 0).unwrap();
+        assert!(empty.rr(1, 1).is_err());
+    }
+
+    #[test]
+    fn smol_pair_keeps_requests_in_flight_across_calls() {
+        let mut pair = SmolPair::new(4096);
+        pair.open(10).unwrap();
+        pair.rr(10, 25).unwrap();
+        pair.rr(10, 25).unwrap();
+        assert_eq!(pair.in_flight, 10);
+        assert!(pair.got.iter().all(|&g| g < MSG));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! a [`MSG`]-byte request in flight on each of the N connections, each
 //! connection sending its next request as soon as its response is in
 //! (closed loop), until N responses came back; the figure is requests per
-//! second. Client and server run on one thread (see [`net`]).
+//! second. The loop runs on from one iteration to the next (no drain in
+//! between), so iterations measure the steady state. Client and server run on one thread (see [`net`]). Every side
+//! warms up for [`net::WARMUP_ROUNDS`] rounds first.
 //!
 //! | row | target |
 //! |---|---|
@@ -51,6 +53,8 @@ pub fn kernel_max_conns() -> usize {
 
 /// Runs the scenario and returns its report (progress goes to stderr).
 pub fn run(cfg: &Config) -> Report {
+    // One iteration is a round over all connections: warm up for several.
+    let cfg = &cfg.with_warmup_iters(net::WARMUP_ROUNDS);
     let machine = Machine::detect();
     let started = Instant::now();
     let limit_note = raise_nofile_limit(2 * COUNTS[1] as u64 + FD_RESERVE);
@@ -163,8 +167,9 @@ pub fn run(cfg: &Config) -> Report {
         cfg.describe(),
         net::describe_sides(BUFFER),
         pinned.note.clone(),
-        "one iteration = one round of one request on every connection (closed loop); the figure \
-         is requests per second."
+        "one iteration = as many responses as connections, closed loop (each connection sends its \
+         next request when its response is in, on across iterations); the figure is requests \
+         per second."
             .to_owned(),
         format!("RLIMIT_NOFILE: {limit_note}"),
         format!("scenario time {:.1} s", started.elapsed().as_secs_f64()),

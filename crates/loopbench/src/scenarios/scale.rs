@@ -3,8 +3,10 @@
 //!
 //! At each count N, N connections are opened (untimed) and one iteration
 //! is a round of one 64-byte request/response on every connection,
-//! all of them in flight (the `rr` workload, see [`net`]); the figure is
-//! requests per second. Each count is one row, placed at N on the chart
+//! all of them in flight (the `rr` workload, see [`net`]: a closed loop
+//! that runs on from one iteration to the next); the figure is requests
+//! per second. Every side warms up for [`net::WARMUP_ROUNDS`]
+//! rounds first, so that TCP has learned how long a round takes. Each count is one row, placed at N on the chart
 //! that `--plot` draws (requests/s against connections, log axes).
 //!
 //! - usertcp runs every count (up to `--max-connections`; 10k with
@@ -58,6 +60,8 @@ pub fn run(cfg: &Config) -> Report {
 
 /// Runs the scenario at every count up to `max`.
 pub fn run_with(cfg: &Config, max: usize) -> Report {
+    // One iteration is a round over all connections: warm up for several.
+    let cfg = &cfg.with_warmup_iters(net::WARMUP_ROUNDS);
     let machine = Machine::detect();
     let started = Instant::now();
     let counts: Vec<usize> = COUNTS.iter().copied().filter(|&n| n <= max).collect();
@@ -210,8 +214,9 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
-        "one iteration = one round of one request on every connection (closed loop, all \
-         connections active); the figure is requests per second."
+        "one iteration = as many responses as connections, closed loop (each connection sends its \
+         next request when its response is in, on across iterations; all connections active); \
+         the figure is requests per second."
             .to_owned(),
         pinned.note.clone(),
         format!("RLIMIT_NOFILE: {limit_note}"),

@@ -93,6 +93,7 @@
 //!   handed to smoltcp or dropped, bad arguments are errno.
 #![deny(unsafe_code)]
 
+mod demux;
 mod socket;
 mod stack;
 #[allow(unsafe_code)] // the stack thread's system calls, each with its SAFETY

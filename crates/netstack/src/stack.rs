@@ -5,8 +5,8 @@
 //!
 //! 1. [`Stack::poll`] takes one packet from the device and parses its IPv4
 //!    and TCP headers itself ([`parse`]) to get the 4-tuple.
-//! 2. The 4-tuple is looked up in the demux map (`FxHashMap<FourTuple,
-//!    ConnId>`). A SYN with no connection, to a port with a listener, makes
+//! 2. The 4-tuple is looked up in the demux table ([`crate::demux`]: one
+//!    cache line per lookup). A SYN with no connection, to a port with a listener, makes
 //!    a new connection on the spot (unless the listener's backlog is full:
 //!    then the SYN is dropped and counted). Anything else (unknown flows,
 //!    non-TCP) is handed to smoltcp with an *empty* socket set, so smoltcp
@@ -81,6 +81,7 @@ use smoltcp::wire::{
 };
 use tracing::trace;
 
+use crate::demux::Demux;
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
 use crate::timer::TimerWheel;
 
@@ -422,7 +423,7 @@ struct Core {
     conns: Vec<Option<Conn>>,
     free_conns: Vec<ConnId>,
     conn_count: usize,
-    demux: FxHashMap<FourTuple, ConnId>,
+    demux: Demux,
     listeners: FxHashMap<u16, SockId>,
     ports: FxHashMap<u16, PortUse>,
     socks: Vec<SockSlot>,
@@ -648,7 +649,7 @@ impl<D: Device> Stack<D> {
                 conns: Vec::new(),
                 free_conns: Vec::new(),
                 conn_count: 0,
-                demux: FxHashMap::default(),
+                demux: Demux::new(next_random(&mut rng)),
                 listeners: FxHashMap::default(),
                 ports: FxHashMap::default(),
                 socks: Vec::new(),
@@ -1046,7 +1047,7 @@ impl Core {
         };
         self.free_conns.push(id);
         self.conn_count -= 1;
-        if conn.in_demux && self.demux.get(&conn.tuple) == Some(&id) {
+        if conn.in_demux && self.demux.get(&conn.tuple) == Some(id) {
             self.demux.remove(&conn.tuple);
         }
         if conn.timer_entry.is_some() {
@@ -1165,7 +1166,7 @@ impl Core {
             "segment in"
         );
         let id = match self.demux.get(&seg.tuple) {
-            Some(&id) => id,
+            Some(id) => id,
             None if !self.addrs.contains(seg.tuple.local.ip()) => {
                 trace!(dst = %seg.tuple.local.ip(), "segment to a foreign address dropped");
                 return;
@@ -1387,7 +1388,7 @@ impl Core {
             if conn.in_demux {
                 conn.in_demux = false;
                 let tuple = conn.tuple;
-                if self.demux.get(&tuple) == Some(&id) {
+                if self.demux.get(&tuple) == Some(id) {
                     self.demux.remove(&tuple);
                 }
                 if state == State::TimeWait {

@@ -111,6 +111,100 @@ pub fn rss_bytes() -> io::Result<u64> {
 }
 
 // ---------------------------------------------------------------------------
+// rounds
+
+/// Round accounting and pacing of the closed request/response loop that
+/// every pair's `rr` runs.
+///
+/// A call asks for some rounds and returns when every connection has had
+/// that many more responses. A connection sends its next request as soon
+/// as its response is in, so calls do not end in a drain and the next
+/// request carries the ACK of the response (a loop that waited for the
+/// round to end would leave every ACK to the delayed-ACK timer); but it
+/// may run at most one request ahead of the call's target, then it waits.
+/// Without that bound a side that serves some connections over and over
+/// while others wait would never finish a round: stock smoltcp's egress
+/// visits sockets in set order, so with the link full the first sockets
+/// win every time and the last ones starve.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// Per connection, by the pair's slot for it (its descriptor, or its
+    /// index).
+    conns: Vec<RoundConn>,
+    /// The response count that completes the current call.
+    target: u64,
+    /// Connections below `target`.
+    behind: usize,
+    /// Requests sent and not yet answered.
+    outstanding: usize,
+}
+
+/// One connection's place in the [`Rounds`].
+#[derive(Clone, Copy, Debug, Default)]
+struct RoundConn {
+    answered: u64,
+    in_flight: bool,
+}
+
+impl Rounds {
+    /// Starts `rounds` more rounds over the connections at `slots`;
+    /// returns the slots that must send a request now (each connection's
+    /// first, or one that waited at the end of the previous call).
+    fn start(&mut self, slots: impl Iterator<Item = usize>, rounds: u64) -> Vec<usize> {
+        self.target += rounds;
+        self.behind = 0;
+        let mut send = Vec::new();
+        for slot in slots {
+            if self.conns.len() <= slot {
+                self.conns.resize(slot + 1, RoundConn::default());
+            }
+            let c = &mut self.conns[slot];
+            if c.answered < self.target {
+                self.behind += 1;
+            }
+            if !c.in_flight && c.answered <= self.target {
+                c.in_flight = true;
+                self.outstanding += 1;
+                send.push(slot);
+            }
+        }
+        send
+    }
+
+    /// Counts a response on the connection at `slot`. Returns true if it
+    /// must send its next request now: `resend` and at most one request
+    /// ahead of the target.
+    fn answer(&mut self, slot: usize, resend: bool) -> bool {
+        if self.conns.len() <= slot {
+            self.conns.resize(slot + 1, RoundConn::default());
+        }
+        let c = &mut self.conns[slot];
+        c.answered += 1;
+        c.in_flight = false;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if c.answered == self.target {
+            self.behind = self.behind.saturating_sub(1);
+        }
+        let again = resend && c.answered <= self.target;
+        if again {
+            c.in_flight = true;
+            self.outstanding += 1;
+        }
+        again
+    }
+
+    /// True while the loop must go on: the rounds are not complete
+    /// (`resend`), or requests are still out (draining).
+    fn running(&self, resend: bool) -> bool {
+        if resend {
+            self.behind > 0
+        } else {
+            self.outstanding > 0
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // usertcp
 
 /// Two usertcp stacks over an in-memory link: an echo server listening on
@@ -129,9 +223,9 @@ pub struct UserPair {
     got: Vec<usize>,
     events: Vec<EpollEvent>,
     accepted: u64,
-    /// `conns[..in_flight]` each have a request in flight (see
+    /// The closed loop's rounds, by client descriptor (see
     /// [`UserPair::rr`]).
-    in_flight: usize,
+    rounds: Rounds,
 }
 
 impl UserPair {
@@ -182,7 +276,7 @@ impl UserPair {
             got: Vec::new(),
             events: vec![EpollEvent::default(); 1024],
             accepted: 0,
-            in_flight: 0,
+            rounds: Rounds::default(),
         })
     }
 
@@ -303,40 +397,43 @@ impl UserPair {
         Ok(())
     }
 
-    /// `total` request/responses of [`MSG`] bytes, closed loop over the
-    /// connections `conns[..width]`: each has one request in flight and
-    /// sends its next as soon as its response is in, also across calls
-    /// (a call tops up the connections not yet in flight, counts `total`
-    /// responses and returns with every connection still busy, so that
+    /// About `total` request/responses of [`MSG`] bytes, closed loop over
+    /// the connections `conns[..width]`: `total / width` (rounded up)
+    /// rounds, each a response on every connection. A connection sends its
+    /// next request as soon as its response is in, also across calls, at
+    /// most one ahead of the rounds asked for (see [`Rounds`]), so that
     /// consecutive calls measure the steady state, not a burst of `width`
-    /// requests and a drain each time). [`drain`](UserPair::drain) waits
-    /// for the requests still out.
+    /// requests and a drain each time. [`drain`](UserPair::drain) waits for
+    /// the requests still out.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
-        while self.in_flight < k {
-            let fd = self.conns[self.in_flight];
-            self.client.send(fd, &REQUEST).map_err(errno)?;
-            self.in_flight += 1;
+        if total == 0 {
+            return Ok(());
         }
-        self.responses(total, true)
+        if k == 0 {
+            return Err(io::Error::other("usertcp rr: no connection"));
+        }
+        let rounds = total.div_ceil(k as u64);
+        let slots = self.conns[..k].iter().map(|&fd| fd as usize);
+        for slot in self.rounds.start(slots, rounds) {
+            self.client.send(slot as i32, &REQUEST).map_err(errno)?;
+        }
+        self.responses(true)
     }
 
     /// Waits for the responses to the requests [`rr`](UserPair::rr) left in
     /// flight.
     pub fn drain(&mut self) -> io::Result<()> {
-        self.responses(self.in_flight as u64, false)
+        self.responses(false)
     }
 
-    /// Runs both stacks until `total` responses came in; each one is
-    /// followed by the next request on its connection if `resend`.
-    fn responses(&mut self, total: u64, resend: bool) -> io::Result<()> {
-        if total > 0 && self.in_flight == 0 {
-            return Err(io::Error::other("usertcp rr: no request in flight"));
-        }
-        let mut done = 0u64;
+    /// Runs both stacks until the current rounds are complete (`resend`:
+    /// responses are followed by the next request on their connection, see
+    /// [`Rounds::answer`]), or until no request is out (not `resend`).
+    fn responses(&mut self, resend: bool) -> io::Result<()> {
         let mut buf = [0u8; 2048];
         let mut spins = 0u64;
-        while done < total {
+        while self.rounds.running(resend) {
             self.poll();
             self.serve()?;
             let n = self
@@ -355,12 +452,9 @@ impl UserPair {
                 *got += len;
                 while *got >= MSG {
                     *got -= MSG;
-                    done += 1;
                     spins = 0;
-                    if resend {
+                    if self.rounds.answer(fd as usize, resend) {
                         self.client.send(fd, &REQUEST).map_err(errno)?;
-                    } else {
-                        self.in_flight -= 1;
                     }
                 }
             }
@@ -516,8 +610,8 @@ pub struct KernelPair {
     /// Client descriptor numbers of the connections opened by `open`.
     pub conns: Vec<i32>,
     accepted: Arc<AtomicU64>,
-    /// See [`UserPair::rr`].
-    in_flight: usize,
+    /// See [`UserPair::rr`]; by client descriptor.
+    rounds: Rounds,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -661,7 +755,7 @@ impl KernelPair {
             clients: Vec::new(),
             conns: Vec::new(),
             accepted,
-            in_flight: 0,
+            rounds: Rounds::default(),
         })
     }
 
@@ -744,28 +838,31 @@ impl KernelPair {
     /// See [`UserPair::rr`].
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
-        while self.in_flight < k {
-            kernel::send(self.client_fd(self.conns[self.in_flight])?, &REQUEST)?;
-            self.in_flight += 1;
+        if total == 0 {
+            return Ok(());
         }
-        self.responses(total, true)
+        if k == 0 {
+            return Err(io::Error::other("kernel rr: no connection"));
+        }
+        let rounds = total.div_ceil(k as u64);
+        let slots = self.conns[..k].iter().map(|&fd| fd as usize);
+        for slot in self.rounds.start(slots, rounds) {
+            kernel::send(self.client_fd(slot as i32)?, &REQUEST)?;
+        }
+        self.responses(true)
     }
 
     /// See [`UserPair::drain`].
     pub fn drain(&mut self) -> io::Result<()> {
-        self.responses(self.in_flight as u64, false)
+        self.responses(false)
     }
 
     /// See [`UserPair::responses`].
-    fn responses(&mut self, total: u64, resend: bool) -> io::Result<()> {
-        if total > 0 && self.in_flight == 0 {
-            return Err(io::Error::other("kernel rr: no request in flight"));
-        }
-        let mut done = 0u64;
+    fn responses(&mut self, resend: bool) -> io::Result<()> {
         let mut buf = [0u8; 2048];
         let mut events = vec![kernel::empty_event(); 1024];
         let mut spins = 0u64;
-        while done < total {
+        while self.rounds.running(resend) {
             self.serve()?;
             let n = kernel::epoll_wait(self.cep.as_fd(), &mut events, 0)?;
             for ev in &events[..n] {
@@ -780,15 +877,12 @@ impl KernelPair {
                 c.got += len;
                 while c.got >= MSG {
                     c.got -= MSG;
-                    done += 1;
                     spins = 0;
-                    if resend {
+                    if self.rounds.answer(raw as usize, resend) {
                         let fd = c.fd.as_ref().map(|f| f.as_fd());
                         if let Some(fd) = fd {
                             kernel::send(fd, &REQUEST)?;
                         }
-                    } else {
-                        self.in_flight -= 1;
                     }
                 }
             }
@@ -906,8 +1000,8 @@ pub struct SmolPair {
     buffer: usize,
     /// Bytes of the current response received, by connection.
     got: Vec<usize>,
-    /// See [`UserPair::rr`].
-    in_flight: usize,
+    /// See [`UserPair::rr`]; by connection index.
+    rounds: Rounds,
 }
 
 /// A stock smoltcp interface on `dev` at `addr` (the benchmark prefix).
@@ -947,7 +1041,7 @@ impl SmolPair {
             conns: Vec::new(),
             buffer,
             got: Vec::new(),
-            in_flight: 0,
+            rounds: Rounds::default(),
         }
     }
 
@@ -1010,26 +1104,28 @@ impl SmolPair {
     /// connections that have data.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
+        if total == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            return Err(io::Error::other("smoltcp rr: no connection"));
+        }
         self.got.resize(self.conns.len(), 0);
-        while self.in_flight < k {
-            let (ch, _) = self.conns[self.in_flight];
+        let rounds = total.div_ceil(k as u64);
+        for slot in self.rounds.start(0..k, rounds) {
+            let (ch, _) = self.conns[slot];
             self.cset
                 .get_mut::<tcp::Socket>(ch)
                 .send_slice(&REQUEST)
                 .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
-            self.in_flight += 1;
         }
-        if total > 0 && self.in_flight == 0 {
-            return Err(io::Error::other("smoltcp rr: no request in flight"));
-        }
-        let mut done = 0u64;
         let mut buf = [0u8; 2048];
         let mut spins = 0u64;
-        while done < total {
+        while self.rounds.behind > 0 {
             let t = now();
             self.ciface.poll(t, &mut self.cdev, &mut self.cset);
             self.siface.poll(t, &mut self.sdev, &mut self.sset);
-            for (i, &(ch, sh)) in self.conns[..self.in_flight].iter().enumerate() {
+            for (i, &(ch, sh)) in self.conns[..k].iter().enumerate() {
                 let s = self.sset.get_mut::<tcp::Socket>(sh);
                 if s.can_recv() {
                     let len = s
@@ -1046,10 +1142,11 @@ impl SmolPair {
                     self.got[i] += len;
                     while self.got[i] >= MSG {
                         self.got[i] -= MSG;
-                        done += 1;
                         spins = 0;
-                        c.send_slice(&REQUEST)
-                            .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+                        if self.rounds.answer(i, true) {
+                            c.send_slice(&REQUEST)
+                                .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+                        }
                     }
                 }
             }
@@ -1113,11 +1210,39 @@ mod tests {
         assert_eq!(pair.conns.len(), 300);
         assert_eq!(pair.accepted(), 300);
         pair.rr(300, 3000).unwrap();
-        assert_eq!(pair.in_flight, 300, "rr returns with every connection busy");
+        // rr returns with connections still busy (the ones at most one
+        // request ahead of the rounds asked for).
+        assert!(pair.rounds.outstanding > 0 && pair.rounds.outstanding <= 300);
         pair.crr(8, 50).unwrap();
-        assert_eq!(pair.in_flight, 0, "crr drains rr's requests first");
+        assert_eq!(pair.rounds.outstanding, 0, "crr drains rr's requests first");
         // Dropping the pair stops and joins the server thread.
         drop(pair);
+    }
+
+    #[test]
+    fn a_round_needs_every_connection_and_none_runs_more_than_one_ahead() {
+        let mut r = Rounds::default();
+        // The first call sends on every connection.
+        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1), vec![3, 5, 9]);
+        assert_eq!((r.behind, r.outstanding), (3, 3));
+        // Slot 3's response completes its round; it may send one more.
+        assert!(r.answer(3, true));
+        assert_eq!(r.behind, 2);
+        // That one answered too: two ahead would be too many, it waits.
+        assert!(!r.answer(3, true));
+        assert_eq!((r.behind, r.outstanding), (2, 2));
+        assert!(r.answer(5, true));
+        assert!(r.answer(9, true));
+        assert!(!r.running(true));
+        // Next call: slot 3, which waited, did its round already and may
+        // send its next request; 5 and 9 are still in flight.
+        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1), vec![3]);
+        assert_eq!((r.target, r.behind, r.outstanding), (2, 2, 3));
+        // Draining: responses are counted, nothing is sent.
+        assert!(!r.answer(3, false));
+        assert!(!r.answer(5, false));
+        assert!(!r.answer(9, false));
+        assert!(!r.running(false));
     }
 
     #[test]
@@ -1125,10 +1250,18 @@ mod tests {
         let mut pair = UserPair::new(4096, 0).unwrap();
         pair.open(20).unwrap();
         pair.rr(20, 50).unwrap();
-        assert_eq!(pair.in_flight, 20);
+        assert!(pair.rounds.outstanding > 0);
         pair.rr(20, 50).unwrap();
+        // Two calls of 3 rounds (50 / 20, rounded up).
+        assert_eq!(pair.rounds.target, 6);
+        let answered = |pair: &UserPair, fd: i32| pair.rounds.conns[fd as usize].answered;
+        assert!(
+            pair.conns
+                .iter()
+                .all(|&fd| (6..=7).contains(&answered(&pair, fd)))
+        );
         pair.drain().unwrap();
-        assert_eq!(pair.in_flight, 0);
+        assert_eq!(pair.rounds.outstanding, 0);
         // Nothing is left to arrive: the client's epoll stays empty.
         for _ in 0..8 {
             pair.poll();
@@ -1151,8 +1284,15 @@ mod tests {
         pair.open(10).unwrap();
         pair.rr(10, 25).unwrap();
         pair.rr(10, 25).unwrap();
-        assert_eq!(pair.in_flight, 10);
         assert!(pair.got.iter().all(|&g| g < MSG));
+        // Two calls of 3 rounds each (25 / 10, rounded up): every
+        // connection had 6 responses, or 7 (one ahead).
+        assert_eq!(pair.rounds.target, 6);
+        assert!(
+            pair.rounds.conns[..10]
+                .iter()
+                .all(|c| (6..=7).contains(&c.answered))
+        );
     }
 
     #[test]

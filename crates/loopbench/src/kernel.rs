@@ -371,6 +371,30 @@ pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the calling
+/// process when the thread that started it exits, so that a worker
+/// process cannot outlive its parent. Fails with `ESRCH` if the parent
+/// exited before the call (the process was re-parented meanwhile).
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: getppid takes nothing and cannot fail.
+    let before = unsafe { libc::getppid() };
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number as an integer
+    // argument and touches no memory of ours.
+    syscall!(prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong
+    ))?;
+    // SAFETY: as above.
+    let after = unsafe { libc::getppid() };
+    if before != after || after == 1 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 /// `uname()`: (sysname, release, machine), e.g. ("Linux", "6.18.0", "x86_64").
 pub fn uname() -> io::Result<(String, String, String)> {
     let mut uts = MaybeUninit::<libc::utsname>::zeroed();

@@ -478,6 +478,9 @@ pub struct KernelPair {
     /// Client descriptor numbers of the connections opened by `open`.
     pub conns: Vec<i32>,
     accepted: Arc<AtomicU64>,
+    /// Connections (from the front of `conns`) that [`KernelPair::rr_until`]
+    /// has put a request in flight on; they keep one in flight between calls.
+    primed: usize,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -621,6 +624,7 @@ impl KernelPair {
             clients: Vec::new(),
             conns: Vec::new(),
             accepted,
+            primed: 0,
         })
     }
 
@@ -702,6 +706,11 @@ impl KernelPair {
 
     /// See [`UserPair::rr`].
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        if self.primed > 0 {
+            return Err(io::Error::other(
+                "kernel rr: requests of rr_until are still in flight",
+            ));
+        }
         let req = [0x5au8; MSG];
         let k = width.min(self.conns.len()).min(total as usize);
         let mut issued = 0u64;
@@ -745,6 +754,51 @@ impl KernelPair {
             }
         }
         Ok(())
+    }
+
+    /// The closed loop of [`KernelPair::rr`] bounded by time instead of by
+    /// a count: one request in flight on each of `conns[..width]`, each
+    /// response sending that connection's next request, until `deadline`
+    /// (the clock is read once per `epoll_wait` pass, i.e. every few
+    /// hundred events at most). Returns the responses that came in.
+    ///
+    /// The loop never drains: the requests in flight at the deadline stay
+    /// in flight, and the next call goes on where this one stopped, so
+    /// every call runs with all `width` connections busy. A pair used with
+    /// `rr_until` cannot run [`KernelPair::rr`] afterwards.
+    pub fn rr_until(&mut self, width: usize, deadline: std::time::Instant) -> io::Result<u64> {
+        let req = [0x5au8; MSG];
+        let k = width.min(self.conns.len());
+        while self.primed < k {
+            kernel::send(self.client_fd(self.conns[self.primed])?, &req)?;
+            self.primed += 1;
+        }
+        let mut done = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut events = vec![kernel::empty_event(); 1024];
+        while std::time::Instant::now() < deadline {
+            self.serve()?;
+            let n = kernel::epoll_wait(self.cep.as_fd(), &mut events, 0)?;
+            for ev in &events[..n] {
+                let raw = ev.u64 as i32;
+                let len = match kernel::recv(self.client_fd(raw)?, &mut buf) {
+                    Ok(0) => return Err(io::Error::other("kernel rr: server closed")),
+                    Ok(len) => len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                let c = &mut self.clients[raw as usize];
+                c.got += len;
+                while c.got >= MSG {
+                    c.got -= MSG;
+                    done += 1;
+                    if let Some(fd) = c.fd.as_ref() {
+                        kernel::send(fd.as_fd(), &req)?;
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// See [`UserPair::crr`].
@@ -1057,6 +1111,20 @@ mod tests {
         pair.crr(8, 50).unwrap();
         // Dropping the pair stops and joins the server thread.
         drop(pair);
+    }
+
+    #[test]
+    fn kernel_rr_until_keeps_every_connection_busy_across_calls() {
+        let mut pair = KernelPair::new().unwrap();
+        pair.open(50).unwrap();
+        let soon = || std::time::Instant::now() + Duration::from_millis(50);
+        let first = pair.rr_until(50, soon()).unwrap();
+        let second = pair.rr_until(50, soon()).unwrap();
+        assert!(first > 0 && second > 0, "{first} then {second} responses");
+        // A deadline already past: no pass, no response counted.
+        assert_eq!(pair.rr_until(50, std::time::Instant::now()).unwrap(), 0);
+        // The count-bounded loop refuses to start over requests in flight.
+        assert!(pair.rr(50, 100).is_err());
     }
 
     #[test]

@@ -531,11 +531,21 @@ mod tests {
     #[test]
     fn two_workers_answer_and_their_counts_add_up() {
         let exe = loopbench_exe();
-        let cpu = kernel::thread_affinity().unwrap()[0];
+        let usable = kernel::thread_affinity().unwrap();
+        let cpu = usable[usable.len() - 1];
         let mut workers =
             Workers::start(&exe, &[300, 200], Some(cpu), Duration::from_secs(60)).unwrap();
         assert_eq!(workers.processes(), 2);
         assert_eq!(workers.conns(), 500);
+        // Each worker pinned itself to the one CPU it was given.
+        for pid in workers.pids() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let allowed = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .unwrap();
+            assert_eq!(allowed.trim(), cpu.to_string(), "worker {pid}");
+        }
         for _ in 0..2 {
             let run = workers.run(Duration::from_millis(200)).unwrap();
             assert_eq!(run.responses.len(), 2);

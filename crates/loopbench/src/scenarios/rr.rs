@@ -154,7 +154,9 @@ pub fn run(cfg: &Config) -> Report {
             .smoltcp(s)
             .target(Target::VsKernelAtLeast(10.0));
         if let Some(note) = workers_note {
-            row = row.note(note);
+            row = row
+                .note(note)
+                .note("no two-core kernel row at this count (one process cannot hold it)");
         } else if kn != n {
             // Within 1 % the per-request cost of the kernel is the same.
             row = row.note(format!(
@@ -212,7 +214,7 @@ pub fn run(cfg: &Config) -> Report {
 
 /// Starts the kernel worker processes for `n` connections, at most `per`
 /// each, pinned to `cpu` (see [`kworkers`]).
-fn start_workers(n: usize, per: usize, cpu: Option<usize>) -> io::Result<Workers> {
+pub fn start_workers(n: usize, per: usize, cpu: Option<usize>) -> io::Result<Workers> {
     let shares = kworkers::shares(n, per);
     if shares.is_empty() {
         return Err(io::Error::other(
@@ -225,7 +227,7 @@ fn start_workers(n: usize, per: usize, cpu: Option<usize>) -> io::Result<Workers
 
 /// The kernel's figure from its worker processes (ended when this
 /// returns), and the row's note saying how it was measured.
-fn measure_workers(
+pub fn measure_workers(
     cfg: &Config,
     workers: io::Result<Workers>,
     pinned: &Pinned,
@@ -246,8 +248,7 @@ fn measure_workers(
     let how = format!(
         "kernel: {} worker processes of at most {} connections each (RLIMIT_NOFILE of one \
          process), {core}: the same one core as usertcp; the scheduler time-slices the \
-         workers, each worker's epolls watch only its share; no two-core kernel row at this \
-         count",
+         workers, each worker's epolls watch only its share",
         workers.processes(),
         workers.largest_share()
     );

@@ -11,7 +11,7 @@ fn bad_arguments_exit_non_zero_with_a_message() {
     for args in [
         &["kernel-rr-worker", "--conns", "many"][..],
         &["kernel-rr-worker", "--conns", "0"][..],
-        &["kernel-rr-worker", "--conns", "100000000"][..],
+        &["kernel-rr-worker", "--conns", "1099511627776"][..],
     ] {
         let out = Command::new(EXE)
             .args(args)
@@ -24,7 +24,7 @@ fn bad_arguments_exit_non_zero_with_a_message() {
         assert!(out.stdout.is_empty(), "{args:?}: said something on stdout");
     }
     let out = Command::new(EXE)
-        .args(["kernel-rr-worker", "--conns", "100000000"])
+        .args(["kernel-rr-worker", "--conns", "1099511627776"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -566,8 +566,8 @@ mod tests {
     fn workers_failing_to_start_report_their_message() {
         let exe = loopbench_exe();
         let timeout = Duration::from_secs(60);
-        // More connections than any RLIMIT_NOFILE allows.
-        let err = Workers::start(&exe, &[10, 100_000_000], None, timeout)
+        // More connections than any RLIMIT_NOFILE allows (fs.nr_open < 2^31).
+        let err = Workers::start(&exe, &[10, 1 << 40], None, timeout)
             .err()
             .unwrap()
             .to_string();

@@ -563,6 +563,36 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_dies_with_the_thread_that_started_it() {
+        let exe = loopbench_exe();
+        let pid = std::thread::spawn(move || {
+            let workers = Workers::start(&exe, &[2], None, Duration::from_secs(60)).unwrap();
+            let pid = workers.pids()[0];
+            // Neither its stdin closed nor killed: only PR_SET_PDEATHSIG
+            // can end it now.
+            std::mem::forget(workers);
+            pid
+        })
+        .join()
+        .unwrap();
+        // The state field of /proc/PID/stat: Z once dead (a zombie, never
+        // reaped here: the forgotten Child was its only owner).
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(str::to_owned)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state().is_some_and(|s| s != "Z" && s != "X") {
+            assert!(
+                Instant::now() < deadline,
+                "worker {pid} outlived its thread"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
     fn workers_failing_to_start_report_their_message() {
         let exe = loopbench_exe();
         let timeout = Duration::from_secs(60);

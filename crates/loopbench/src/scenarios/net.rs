@@ -759,8 +759,8 @@ impl KernelPair {
     /// The closed loop of [`KernelPair::rr`] bounded by time instead of by
     /// a count: one request in flight on each of `conns[..width]`, each
     /// response sending that connection's next request, until `deadline`
-    /// (the clock is read once per `epoll_wait` pass, i.e. every few
-    /// hundred events at most). Returns the responses that came in.
+    /// (the clock is read once per pass of the loop, that is every 1,024
+    /// client events at most). Returns the responses that came in.
     ///
     /// The loop never drains: the requests in flight at the deadline stay
     /// in flight, and the next call goes on where this one stopped, so

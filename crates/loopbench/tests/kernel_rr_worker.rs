@@ -12,6 +12,7 @@ fn bad_arguments_exit_non_zero_with_a_message() {
         &["kernel-rr-worker", "--conns", "many"][..],
         &["kernel-rr-worker", "--conns", "0"][..],
         &["kernel-rr-worker", "--conns", "1099511627776"][..],
+        &["kernel-rr-worker", "--conns", "18446744073709551615"][..],
     ] {
         let out = Command::new(EXE)
             .args(args)
@@ -21,6 +22,7 @@ fn bad_arguments_exit_non_zero_with_a_message() {
         assert!(!out.status.success(), "{args:?}: {}", out.status);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: said something on stdout");
     }
     let out = Command::new(EXE)

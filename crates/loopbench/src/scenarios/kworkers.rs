@@ -132,7 +132,9 @@ fn worker(
         return Err(invalid(format!(
             "{conns} connections need {} descriptors; RLIMIT_NOFILE ({hard}) allows {max} \
              connections",
-            2 * conns as u64 + rr::FD_RESERVE
+            (conns as u64)
+                .saturating_mul(2)
+                .saturating_add(rr::FD_RESERVE)
         )));
     }
     let mut pair = KernelPair::new().map_err(|e| context("set-up", e))?;

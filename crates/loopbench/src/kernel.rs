@@ -395,6 +395,21 @@ pub fn die_with_parent() -> io::Result<()> {
     Ok(())
 }
 
+/// `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`: the CPU time (user and
+/// system) all threads of the calling process have used so far.
+pub fn process_cpu_time() -> io::Result<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live, writable timespec.
+    syscall!(clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts))?;
+    Ok(std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    ))
+}
+
 /// `uname()`: (sysname, release, machine), e.g. ("Linux", "6.18.0", "x86_64").
 pub fn uname() -> io::Result<(String, String, String)> {
     let mut uts = MaybeUninit::<libc::utsname>::zeroed();

@@ -50,6 +50,7 @@ fn a_worker_opens_runs_and_quits() {
     assert_eq!(words[0], "done", "{done}");
     assert!(words[1].parse::<u64>().unwrap() > 0, "{done}");
     assert!(words[2].parse::<u64>().unwrap() >= 50_000_000, "{done}");
+    assert!(words[3].parse::<u64>().unwrap() > 0, "{done}");
     stdin.write_all(b"quit\n").unwrap();
     assert!(lines.next().is_none());
     assert!(child.wait().unwrap().success());

@@ -21,7 +21,9 @@
 //! worker opens its connections and prints `ready <conns>`; then `run <ms>`
 //! runs the closed loop of [`KernelPair::rr_until`] (all its connections in
 //! flight, each sending its next request when its response is in) for that
-//! long and prints `done <responses> <elapsed_ns>`; `quit` or the end of
+//! long and prints `done <responses> <elapsed_ns> <cpu_ns>` (the last the
+//! CPU time the worker used meanwhile, softirq work done in its context
+//! included); `quit` or the end of
 //! stdin closes everything and exits 0. Errors go to stderr with a non-zero
 //! exit; the parent turns them (and any silence past a time bound) into an
 //! [`io::Error`] carrying the worker's message, never a panic.
@@ -33,7 +35,10 @@
 //!
 //! **Measuring** ([`measure`]): every run sends `run <ms>` to all workers at
 //! once; its rate is the sum of their responses over the run's wall time
-//! (from the first command sent to the last answer read). Warm-up lasts at
+//! (from the first command sent to the last answer read). The workers' CPU
+//! time over the runs' wall time shows what share of the core they had
+//! (about 100 % on an otherwise idle core; other tasks on that core take
+//! their share from usertcp's thread alike). Warm-up lasts at
 //! least [`WARMUP_ROUNDS`] whole rounds of N requests (TCP's RTT estimators
 //! need a few rounds) and at least the configured warm-up; each measured
 //! run lasts [`ROUNDS_PER_RUN`] rounds at the warm-up rate (so that each
@@ -162,9 +167,12 @@ pub fn serve(
                 let ms: u64 = ms
                     .parse()
                     .map_err(|_| invalid(format!("bad run time in {line:?}")))?;
+                let cpu = kernel::process_cpu_time()?;
                 let start = Instant::now();
                 let done = pair.rr_until(width, start + Duration::from_millis(ms))?;
-                let answer = format!("done {done} {}\n", start.elapsed().as_nanos());
+                let elapsed = start.elapsed();
+                let cpu = kernel::process_cpu_time()?.saturating_sub(cpu);
+                let answer = format!("done {done} {} {}\n", elapsed.as_nanos(), cpu.as_nanos());
                 output.write_all(answer.as_bytes())?;
                 output.flush()?;
             }
@@ -204,6 +212,8 @@ pub struct Workers {
 pub struct Run {
     /// Responses each worker counted, in worker order.
     pub responses: Vec<u64>,
+    /// CPU time each worker used during the run, in worker order.
+    pub cpu: Vec<Duration>,
     /// Wall time from the first command sent to the last answer read.
     pub wall: Duration,
 }
@@ -212,6 +222,11 @@ impl Run {
     /// All workers' responses.
     pub fn total(&self) -> u64 {
         self.responses.iter().sum()
+    }
+
+    /// All workers' CPU time.
+    pub fn total_cpu(&self) -> Duration {
+        self.cpu.iter().sum()
     }
 
     /// Responses per second of wall time.
@@ -330,14 +345,18 @@ impl Workers {
         let lines = self.collect(start + time + RUN_SLACK, "run")?;
         let wall = start.elapsed();
         let mut responses = Vec::with_capacity(lines.len());
+        let mut cpu = Vec::with_capacity(lines.len());
         for (i, line) in lines.iter().enumerate() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let count = match words[..] {
-                ["done", n, _ns] => n.parse::<u64>().ok(),
+            let parsed = match words[..] {
+                ["done", n, _ns, cpu_ns] => n.parse::<u64>().ok().zip(cpu_ns.parse::<u64>().ok()),
                 _ => None,
             };
-            match count {
-                Some(n) => responses.push(n),
+            match parsed {
+                Some((n, cpu_ns)) => {
+                    responses.push(n);
+                    cpu.push(Duration::from_nanos(cpu_ns));
+                }
                 None => {
                     return Err(io::Error::other(format!(
                         "kernel worker {i}: answered {line:?} to a run"
@@ -345,7 +364,11 @@ impl Workers {
                 }
             }
         }
-        Ok(Run { responses, wall })
+        Ok(Run {
+            responses,
+            cpu,
+            wall,
+        })
     }
 
     /// One line from every worker, waiting until `deadline`.
@@ -449,6 +472,9 @@ pub struct Measured {
     pub warmup: Duration,
     /// Measured runs.
     pub runs: usize,
+    /// The workers' CPU time over the wall time of the measured runs: the
+    /// share of one core they had.
+    pub cpu_share: f64,
 }
 
 /// Warms `workers` up and measures them (see the module docs).
@@ -477,6 +503,7 @@ pub fn measure(cfg: &Config, workers: &mut Workers) -> io::Result<Measured> {
         .max(cfg.run_time)
         .min(MAX_RUN);
     let mut rates = Vec::with_capacity(cfg.runs);
+    let (mut cpu, mut wall) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..cfg.runs.max(1) {
         let run = workers.run(run_time)?;
         if let Some(i) = run.responses.iter().position(|&r| r == 0) {
@@ -486,6 +513,8 @@ pub fn measure(cfg: &Config, workers: &mut Workers) -> io::Result<Measured> {
             )));
         }
         rates.push(run.rate());
+        cpu += run.total_cpu();
+        wall += run.wall;
     }
     let rate = measure::median(&mut rates);
     Ok(Measured {
@@ -494,6 +523,7 @@ pub fn measure(cfg: &Config, workers: &mut Workers) -> io::Result<Measured> {
         run_time,
         warmup,
         runs: rates.len(),
+        cpu_share: cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
     })
 }
 
@@ -554,6 +584,16 @@ mod tests {
             assert!(run.responses.iter().all(|&r| r > 0), "{:?}", run.responses);
             assert_eq!(run.total(), run.responses[0] + run.responses[1]);
             assert!(run.wall >= Duration::from_millis(200), "{:?}", run.wall);
+            // Both used CPU, and together no more than the one core they
+            // share (plus the clock's granularity).
+            assert_eq!(run.cpu.len(), 2);
+            assert!(run.cpu.iter().all(|c| !c.is_zero()), "{:?}", run.cpu);
+            assert!(
+                run.total_cpu() <= run.wall + Duration::from_millis(20),
+                "{:?} of CPU in {:?}",
+                run.total_cpu(),
+                run.wall
+            );
             assert!(run.rate() > 0.0);
         }
         let pids = workers.pids();
@@ -631,6 +671,7 @@ mod tests {
                 .collect();
             assert!(words[0] > 0, "{answer}");
             assert!(words[1] >= 30_000_000, "{answer}");
+            assert!(words[2] > 0, "{answer}");
         }
         let err = serve(&mut pair, 20, "run soon\n".as_bytes(), Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -257,13 +257,15 @@ pub fn measure_workers(
             Figure::Value(m.rate),
             format!(
                 "{how}; measured after usertcp, not interleaved: {:.1} s of warm-up (>= {} \
-                 rounds), median of {} runs of {:.1} s (slowest {:.0}, fastest {:.0} req/s)",
+                 rounds), median of {} runs of {:.1} s (slowest {:.0}, fastest {:.0} req/s); \
+                 the workers' CPU time was {:.0} % of the runs' wall time",
                 m.warmup.as_secs_f64(),
                 kworkers::WARMUP_ROUNDS,
                 m.runs,
                 m.run_time.as_secs_f64(),
                 m.spread.0,
-                m.spread.1
+                m.spread.1,
+                100.0 * m.cpu_share
             ),
         ),
         Err(err) => (Figure::Error(format!("kernel workers: {err}")), how),

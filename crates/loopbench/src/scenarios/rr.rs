@@ -51,6 +51,10 @@ pub const BUFFER: usize = 4096;
 pub const COUNTS: [usize; 2] = [10_000, 100_000];
 /// The connection count stock smoltcp is measured at (without `--quick`).
 pub const SMOLTCP_CONNS: usize = 10_000;
+/// Below this share of one core (their CPU time over wall time) the
+/// kernel's worker processes shared their core with other tasks, and the
+/// row says so.
+const SHARED_CORE: f64 = 0.9;
 /// Descriptors kept free for everything but the kernel's connections.
 pub const FD_RESERVE: u64 = 64;
 
@@ -258,14 +262,19 @@ pub fn measure_workers(
             format!(
                 "{how}; measured after usertcp, not interleaved: {:.1} s of warm-up (>= {} \
                  rounds), median of {} runs of {:.1} s (slowest {:.0}, fastest {:.0} req/s); \
-                 the workers' CPU time was {:.0} % of the runs' wall time",
+                 the workers' CPU time was {:.0} % of the runs' wall time{}",
                 m.warmup.as_secs_f64(),
                 kworkers::WARMUP_ROUNDS,
                 m.runs,
                 m.run_time.as_secs_f64(),
                 m.spread.0,
                 m.spread.1,
-                100.0 * m.cpu_share
+                100.0 * m.cpu_share,
+                if m.cpu_share < SHARED_CORE {
+                    " (other tasks ran on that core meanwhile: the kernel figure is low)"
+                } else {
+                    ""
+                }
             ),
         ),
         Err(err) => (Figure::Error(format!("kernel workers: {err}")), how),

@@ -226,7 +226,15 @@ pub fn start_workers(n: usize, per: usize, cpu: Option<usize>) -> io::Result<Wor
         ));
     }
     let exe = std::env::current_exe()?;
-    Workers::start(&exe, &shares, cpu, kworkers::READY_TIMEOUT)
+    let t = Instant::now();
+    let workers = Workers::start(&exe, &shares, cpu, kworkers::READY_TIMEOUT)?;
+    eprintln!(
+        "[kernel workers] {} processes, {} connections open in {:.2} s",
+        workers.processes(),
+        count(n),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(workers)
 }
 
 /// The kernel's figure from its worker processes (ended when this

@@ -371,6 +371,45 @@ pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the calling
+/// process when the thread that started it exits, so that a worker
+/// process cannot outlive its parent. Fails with `ESRCH` if the parent
+/// exited before the call (the process was re-parented meanwhile).
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: getppid takes nothing and cannot fail.
+    let before = unsafe { libc::getppid() };
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number as an integer
+    // argument and touches no memory of ours.
+    syscall!(prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong
+    ))?;
+    // SAFETY: as above.
+    let after = unsafe { libc::getppid() };
+    if before != after || after == 1 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`: the CPU time (user and
+/// system) all threads of the calling process have used so far.
+pub fn process_cpu_time() -> io::Result<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live, writable timespec.
+    syscall!(clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts))?;
+    Ok(std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    ))
+}
+
 /// `uname()`: (sysname, release, machine), e.g. ("Linux", "6.18.0", "x86_64").
 pub fn uname() -> io::Result<(String, String, String)> {
     let mut uts = MaybeUninit::<libc::utsname>::zeroed();

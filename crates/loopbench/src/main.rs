@@ -101,7 +101,9 @@
 //! Always build in release mode: a debug build measures the debug build.
 //! The kernel sides of `idle`, `rr` and `c1m` need two descriptors per
 //! connection and run with as many connections as `RLIMIT_NOFILE` allows,
-//! saying so in the row. The kernel side of the 1M-watch test raises `RLIMIT_NOFILE` (to the hard
+//! saying so in the row; `rr` instead runs the kernel in several worker
+//! processes (the hidden `kernel-rr-worker` subcommand), all pinned to
+//! the measuring thread's core, when one process cannot hold its count. The kernel side of the 1M-watch test raises `RLIMIT_NOFILE` (to the hard
 //! limit, or to `fs.nr_open` when the process may raise the hard limit); if
 //! it still cannot open 1M eventfds it reports the largest count it reached.
 
@@ -277,6 +279,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Internal: one kernel worker process of `rr` (started by `rr` itself
+    /// when one process cannot hold the kernel's connections): opens CONNS
+    /// connections on 127.0.0.1, prints `ready CONNS`, then serves `run MS`
+    /// (answering `done RESPONSES ELAPSED_NS`) and `quit` from stdin.
+    #[command(hide = true)]
+    KernelRrWorker {
+        /// Connections to open (client and server end in this process).
+        #[arg(long, value_name = "CONNS")]
+        conns: usize,
+        /// The CPU to pin the worker to.
+        #[arg(long, value_name = "CPU")]
+        cpu: Option<usize>,
+    },
     /// Every scenario in turn, one table each.
     All {
         /// How long to measure.
@@ -375,6 +390,9 @@ fn main() -> ExitCode {
         Command::Memory { opts, json } => {
             let report = (scenarios::memory::run)(&opts.config());
             ok &= emit(&report, json.as_deref());
+        }
+        Command::KernelRrWorker { conns, cpu } => {
+            return scenarios::kworkers::worker_main(conns, cpu);
         }
         Command::All { opts, json_dir } => {
             let config = opts.config();
@@ -491,6 +509,25 @@ mod tests {
                 ..
             }
         ));
+        let cli = Cli::try_parse_from([
+            "loopbench",
+            "kernel-rr-worker",
+            "--conns",
+            "5",
+            "--cpu",
+            "1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::KernelRrWorker {
+                conns: 5,
+                cpu: Some(1)
+            }
+        ));
+        assert!(Cli::try_parse_from(["loopbench", "kernel-rr-worker"]).is_err());
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("kernel-rr-worker"), "{help}");
         let cli = Cli::try_parse_from(["loopbench", "c1m", "--connections", "1000"]).unwrap();
         assert!(matches!(
             cli.command,

@@ -10,6 +10,7 @@ pub mod c1m;
 pub mod crr;
 pub mod epoll;
 pub mod idle;
+pub mod kworkers;
 pub mod memory;
 pub mod net;
 pub mod pingpong;

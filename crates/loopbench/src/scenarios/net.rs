@@ -859,10 +859,54 @@ impl KernelPair {
 
     /// See [`UserPair::responses`].
     fn responses(&mut self, resend: bool) -> io::Result<()> {
+        self.pump(resend, None).map(drop)
+    }
+
+    /// The closed loop of [`KernelPair::rr`] bounded by time instead of by
+    /// a count: rounds over `conns[..width]` back to back, paced as `rr`
+    /// paces them (see [`Rounds`]), until `deadline` (the clock is read
+    /// once per pass of the loop, that is every 1,024 client events at
+    /// most). Returns the responses that came in.
+    ///
+    /// The loop never drains: the requests in flight at the deadline stay
+    /// in flight, and the next call (of this or of `rr`) goes on where this
+    /// one stopped, so every call runs with all `width` connections busy.
+    pub fn rr_until(&mut self, width: usize, deadline: std::time::Instant) -> io::Result<u64> {
+        let k = width.min(self.conns.len());
+        if k == 0 {
+            return Err(io::Error::other("kernel rr: no connection"));
+        }
+        self.pump(true, Some((k, deadline)))
+    }
+
+    /// Runs the client and (on this thread) the server and counts the
+    /// responses. Without a deadline: until the current rounds are
+    /// complete (`resend`) or no request is out (draining). With `(k,
+    /// deadline)`: rounds over `conns[..k]` one after the other until the
+    /// deadline.
+    fn pump(
+        &mut self,
+        resend: bool,
+        until: Option<(usize, std::time::Instant)>,
+    ) -> io::Result<u64> {
+        let mut done = 0u64;
         let mut buf = [0u8; 2048];
         let mut events = vec![kernel::empty_event(); 1024];
         let mut spins = 0u64;
-        while self.rounds.running(resend) {
+        loop {
+            match until {
+                None if !self.rounds.running(resend) => break,
+                None => {}
+                Some((_, deadline)) if std::time::Instant::now() >= deadline => break,
+                // The round is complete: the next one starts.
+                Some((k, _)) if !self.rounds.running(true) => {
+                    let slots = self.conns[..k].iter().map(|&fd| fd as usize);
+                    for slot in self.rounds.start(slots, 1) {
+                        kernel::send(self.client_fd(slot as i32)?, &REQUEST)?;
+                    }
+                }
+                Some(_) => {}
+            }
             self.serve()?;
             let n = kernel::epoll_wait(self.cep.as_fd(), &mut events, 0)?;
             for ev in &events[..n] {
@@ -877,6 +921,7 @@ impl KernelPair {
                 c.got += len;
                 while c.got >= MSG {
                     c.got -= MSG;
+                    done += 1;
                     spins = 0;
                     if self.rounds.answer(raw as usize, resend) {
                         let fd = c.fd.as_ref().map(|f| f.as_fd());
@@ -891,7 +936,7 @@ impl KernelPair {
                 return Err(stalled("kernel rr"));
             }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// See [`UserPair::crr`].
@@ -1293,6 +1338,30 @@ mod tests {
                 .iter()
                 .all(|c| (6..=7).contains(&c.answered))
         );
+    }
+
+    #[test]
+    fn kernel_rr_until_keeps_every_connection_busy_across_calls() {
+        let mut pair = KernelPair::new().unwrap();
+        pair.open(50).unwrap();
+        let soon = || std::time::Instant::now() + Duration::from_millis(50);
+        let first = pair.rr_until(50, soon()).unwrap();
+        let second = pair.rr_until(50, soon()).unwrap();
+        assert!(first > 0 && second > 0, "{first} then {second} responses");
+        // A deadline already past: no pass, no response counted.
+        assert_eq!(pair.rr_until(50, std::time::Instant::now()).unwrap(), 0);
+        // Paced like rr: no connection ran more than one request ahead of
+        // the others, and rr goes on from there.
+        let answered: Vec<u64> = pair
+            .conns
+            .iter()
+            .map(|&fd| pair.rounds.conns[fd as usize].answered)
+            .collect();
+        let (lo, hi) = (answered.iter().min(), answered.iter().max());
+        assert!(hi.unwrap() - lo.unwrap() <= 2, "{lo:?}..{hi:?}");
+        pair.rr(50, 100).unwrap();
+        pair.drain().unwrap();
+        assert_eq!(pair.rounds.outstanding, 0);
     }
 
     #[test]

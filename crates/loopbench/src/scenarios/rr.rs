@@ -15,13 +15,25 @@
 //! | 100k connections | usertcp >= 10x the kernel |
 //!
 //! The kernel needs two descriptors per connection (client and server end)
-//! and `RLIMIT_NOFILE` caps them: it runs with as many connections as the
-//! limit allows (at most N), and the row says how many; a kernel figure at
-//! a different count is not used for a ratio except where it is within 1 %
-//! of N (the 10k row with a 20000-descriptor limit). Stock smoltcp with
+//! and `RLIMIT_NOFILE` caps them (`raise_nofile_limit` raises it where the
+//! process may). When one process can hold N kernel connections, or all
+//! but 1 % of them (the 10k row under a 20,000-descriptor limit), the
+//! kernel runs as a single client + server pair on the measuring thread,
+//! interleaved with usertcp, and a second row shows it on two cores.
+//! Otherwise (the 100k row here) the kernel runs in several worker
+//! processes ([`kworkers`]), each an echo client + server pair on one
+//! thread with its share of the N connections (at most what its own
+//! `RLIMIT_NOFILE` allows), **all pinned to the one CPU the measuring
+//! thread uses**, so the kernel gets exactly usertcp's CPU budget: one
+//! core. The scheduler time-slices the workers, and each worker's epolls
+//! watch only its share. Those workers are measured after usertcp (not
+//! interleaved) with their own warm-up (at least four whole rounds of N)
+//! and runs of several rounds each; the row's note says how many workers
+//! and runs, and has no two-core kernel row. Stock smoltcp with
 //! one big socket set scans the whole set per packet: it is measured at
 //! [`SMOLTCP_CONNS`] without `--quick` only (a round takes seconds).
 
+use std::io;
 use std::time::Instant;
 
 use crate::kernel;
@@ -29,6 +41,7 @@ use crate::machine::Machine;
 use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
+use super::kworkers::{self, Workers};
 use super::net::{self, KernelPair, MSG, SmolPair, UserPair, per_second};
 use super::{
     Pinned, boxed, count, measure_sides, raise_nofile_limit, two_core_label, two_core_note,
@@ -40,15 +53,23 @@ pub const BUFFER: usize = 4096;
 pub const COUNTS: [usize; 2] = [10_000, 100_000];
 /// The connection count stock smoltcp is measured at (without `--quick`).
 pub const SMOLTCP_CONNS: usize = 10_000;
+/// Below this share of one core (their CPU time over wall time) the
+/// kernel's worker processes shared their core with other tasks, and the
+/// row says so.
+const SHARED_CORE: f64 = 0.9;
 /// Descriptors kept free for everything but the kernel's connections.
-const FD_RESERVE: u64 = 64;
+pub const FD_RESERVE: u64 = 64;
 
-/// The most connections the kernel side can open under the descriptor
-/// limit (two descriptors each).
+/// The most connections one process's kernel pair can open under a
+/// descriptor limit of `limit` (two descriptors each).
+pub fn conns_for_limit(limit: u64) -> usize {
+    (limit.saturating_sub(FD_RESERVE) / 2) as usize
+}
+
+/// The most connections the kernel side can open under this process's
+/// (soft) descriptor limit.
 pub fn kernel_max_conns() -> usize {
-    kernel::nofile_limit().map_or(0, |(soft, _)| {
-        (soft.saturating_sub(FD_RESERVE) / 2) as usize
-    })
+    kernel::nofile_limit().map_or(0, |(soft, _)| conns_for_limit(soft))
 }
 
 /// Runs the scenario and returns its report (progress goes to stderr).
@@ -70,9 +91,19 @@ pub fn run(cfg: &Config) -> Report {
         });
         let user_setup = t.elapsed();
         let kn = n.min(kmax);
-        let kern = KernelPair::new().and_then(|mut p| {
-            p.open(kn)?;
-            Ok(p)
+        // One process holds the kernel's connections (or all but 1 % of
+        // them): measured interleaved with usertcp. Otherwise: worker
+        // processes on usertcp's core, measured after it.
+        let in_one = kn == n || (n - kn) * 100 <= n;
+        let kern = in_one.then(|| {
+            KernelPair::new().and_then(|mut p| {
+                p.open(kn)?;
+                Ok(p)
+            })
+        });
+        let workers = (!in_one).then(|| {
+            eprintln!("[rr] {} connections: starting kernel workers", count(n));
+            start_workers(n, kmax, pinned.cpu)
         });
         let smol = (!cfg.quick && n == SMOLTCP_CONNS).then(|| {
             let mut p = SmolPair::new(BUFFER);
@@ -83,10 +114,10 @@ pub fn run(cfg: &Config) -> Report {
             count(n),
             user_setup.as_secs_f64()
         );
-        let mut sides = vec![
-            boxed(user.map(|p| net::user_rr(p, n, n as u64))),
-            boxed(kern.map(|p| net::kernel_rr(p, kn, kn as u64))),
-        ];
+        let mut sides = vec![boxed(user.map(|p| net::user_rr(p, n, n as u64)))];
+        if let Some(kern) = kern {
+            sides.push(boxed(kern.map(|p| net::kernel_rr(p, kn, kn as u64))));
+        }
         let with_smol = smol.is_some();
         if let Some(smol) = smol {
             sides.push(boxed(smol.map(|p| net::smol_rr(p, n, n as u64))));
@@ -96,7 +127,17 @@ pub fn run(cfg: &Config) -> Report {
         let mut next = || figures.next().unwrap_or_else(net::not_measured);
         // Each iteration is a round of `n` (or `kn`) requests.
         let u = per_second(scale(next(), n));
-        let k = per_second(scale(next(), kn));
+        let (k, workers_note) = match workers {
+            None => (per_second(scale(next(), kn)), None),
+            Some(workers) => {
+                eprintln!(
+                    "[rr] {} connections: measuring the kernel workers",
+                    count(n)
+                );
+                let (k, note) = measure_workers(cfg, workers, &pinned);
+                (k, Some(note))
+            }
+        };
         let s = if with_smol {
             per_second(scale(next(), n))
         } else if cfg.quick {
@@ -108,36 +149,31 @@ pub fn run(cfg: &Config) -> Report {
                 count(SMOLTCP_CONNS)
             ))
         };
-        let label = if kn == n {
-            format!("rr, {MSG} B request/response, {} connections", count(n))
-        } else {
+        let label = if in_one && kn != n {
             format!(
                 "rr, {MSG} B request/response, {} connections (kernel: {kn})",
                 count(n)
             )
+        } else {
+            format!("rr, {MSG} B request/response, {} connections", count(n))
         };
         let user_rate = u.clone();
         let mut row = Row::new(label, Metric::ReqPerSec, u, k)
             .smoltcp(s)
             .target(Target::VsKernelAtLeast(10.0));
-        if kn != n {
+        if let Some(note) = workers_note {
+            row = row
+                .note(note)
+                .note("no two-core kernel row at this count (one process cannot hold it)");
+        } else if kn != n {
             // Within 1 % the per-request cost of the kernel is the same.
-            if (n - kn) * 100 > n {
-                row.comparable = false;
-                row = row.note(format!(
-                    "kernel measured with {kn} connections, not {} (RLIMIT_NOFILE); no ratio",
-                    count(n)
-                ));
-            } else {
-                row = row.note(format!(
-                    "kernel measured with {kn} connections (RLIMIT_NOFILE), within 1 % of {}",
-                    count(n)
-                ));
-            }
+            row = row.note(format!(
+                "kernel measured with {kn} connections (RLIMIT_NOFILE), within 1 % of {}",
+                count(n)
+            ));
         }
-        let kernel_comparable = row.comparable;
         rows.push(row);
-        if kernel_comparable {
+        if in_one {
             // The descriptor limit holds one kernel pair at a time: the
             // two-core pair runs after the one-core pair is closed.
             eprintln!("[rr] {} connections: kernel on two cores", count(n));
@@ -182,6 +218,79 @@ pub fn run(cfg: &Config) -> Report {
         config: cfg.clone(),
         rows,
         footer,
+    }
+}
+
+/// Starts the kernel worker processes for `n` connections, at most `per`
+/// each, pinned to `cpu` (see [`kworkers`]).
+pub fn start_workers(n: usize, per: usize, cpu: Option<usize>) -> io::Result<Workers> {
+    let shares = kworkers::shares(n, per);
+    if shares.is_empty() {
+        return Err(io::Error::other(
+            "RLIMIT_NOFILE leaves no room for a kernel connection",
+        ));
+    }
+    let exe = std::env::current_exe()?;
+    let t = Instant::now();
+    let workers = Workers::start(&exe, &shares, cpu, kworkers::READY_TIMEOUT)?;
+    eprintln!(
+        "[kernel workers] {} processes, {} connections open in {:.2} s",
+        workers.processes(),
+        count(n),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(workers)
+}
+
+/// The kernel's figure from its worker processes (ended when this
+/// returns), and the row's note saying how it was measured.
+pub fn measure_workers(
+    cfg: &Config,
+    workers: io::Result<Workers>,
+    pinned: &Pinned,
+) -> (Figure, String) {
+    let core = match pinned.cpu {
+        Some(cpu) => format!("all pinned to CPU {cpu}, the measuring thread's"),
+        None => "not pinned (pinning failed, see below)".to_owned(),
+    };
+    let mut workers = match workers {
+        Ok(workers) => workers,
+        Err(err) => {
+            return (
+                Figure::Error(format!("kernel workers' set-up: {err}")),
+                format!("kernel: worker processes ({core}) failed to start"),
+            );
+        }
+    };
+    let how = format!(
+        "kernel: {} worker processes of at most {} connections each (RLIMIT_NOFILE of one \
+         process), {core}: the same one core as usertcp; the scheduler time-slices the \
+         workers, each worker's epolls watch only its share",
+        workers.processes(),
+        workers.largest_share()
+    );
+    match kworkers::measure(cfg, &mut workers) {
+        Ok(m) => (
+            Figure::Value(m.rate),
+            format!(
+                "{how}; measured after usertcp, not interleaved: {:.1} s of warm-up (>= {} \
+                 rounds), median of {} runs of {:.1} s (slowest {:.0}, fastest {:.0} req/s); \
+                 the workers' CPU time was {:.0} % of the runs' wall time{}",
+                m.warmup.as_secs_f64(),
+                kworkers::WARMUP_ROUNDS,
+                m.runs,
+                m.run_time.as_secs_f64(),
+                m.spread.0,
+                m.spread.1,
+                100.0 * m.cpu_share,
+                if m.cpu_share < SHARED_CORE {
+                    " (other tasks ran on that core meanwhile: the kernel figure is low)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Err(err) => (Figure::Error(format!("kernel workers: {err}")), how),
     }
 }
 

@@ -12,9 +12,12 @@
 //! - usertcp runs every count (up to `--max-connections`; 10k with
 //!   `--quick`), with [`netstack::MIN_BUFFER`]-byte socket buffers so that
 //!   a million connections fit in memory.
-//! - The kernel runs as far as `RLIMIT_NOFILE` allows (two descriptors per
-//!   connection); a count within 1 % of the limit is run at the limit and
-//!   says so, larger counts are n/a.
+//! - The kernel runs in one process as far as `RLIMIT_NOFILE` allows (two
+//!   descriptors per connection); a count within 1 % of the limit is run
+//!   at the limit and says so. Larger counts up to [`KERNEL_WORKERS_MAX`]
+//!   run in worker processes all pinned to the measuring thread's one core,
+//!   as `rr` does at 100k (see [`super::kworkers`]), measured after the
+//!   other sides; larger counts are n/a.
 //! - Stock smoltcp scans its whole socket set on every poll, so a round
 //!   costs O(N²): it runs a count only while the round time predicted from
 //!   the previous count (×(N/N')²) fits [`SMOLTCP_ROUND_BUDGET`] (a
@@ -45,6 +48,10 @@ pub const BUFFER: usize = netstack::MIN_BUFFER;
 /// The longest predicted round stock smoltcp is given at one count (a
 /// quarter of it with `--quick`).
 pub const SMOLTCP_ROUND_BUDGET: Duration = Duration::from_secs(1);
+/// The largest count the kernel runs at in worker processes: its socket
+/// memory is ~8 KB per connection (both ends, see `memory`), ~0.8 GB at
+/// 100k; 1M would take ~8 GB and over a hundred processes.
+pub const KERNEL_WORKERS_MAX: usize = 100_000;
 /// The target: rate at 1M over rate at 1.
 pub const TARGET_FRACTION: f64 = 0.5;
 
@@ -104,6 +111,10 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
                 Ok(p)
             })
         });
+        let workers = (kn == 0 && n <= KERNEL_WORKERS_MAX).then(|| {
+            eprintln!("[scale] {} connections: starting kernel workers", count(n));
+            rr::start_workers(n, kmax, pinned.cpu)
+        });
         let smol_go = match (smol_last, &smol_stopped) {
             (_, Some(_)) => false,
             (None, None) => true,
@@ -146,11 +157,22 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
         let mut figures = figures.into_iter();
         let mut next = || figures.next().unwrap_or_else(net::not_measured);
         let u = per_second(per_request(next(), n));
+        let mut workers_note = None;
         let k = if with_kern {
             per_second(per_request(next(), kn))
+        } else if let Some(workers) = workers {
+            eprintln!(
+                "[scale] {} connections: measuring the kernel workers",
+                count(n)
+            );
+            let (k, note) = rr::measure_workers(cfg, workers, &pinned);
+            workers_note = Some(note);
+            k
         } else {
             Figure::NotAvailable(format!(
-                "RLIMIT_NOFILE allows {kmax} connections (2 descriptors each)"
+                "RLIMIT_NOFILE allows {kmax} connections per process (2 descriptors each); \
+                 worker processes run up to {}",
+                count(KERNEL_WORKERS_MAX)
             ))
         };
         let s = if with_smol {
@@ -169,7 +191,7 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
         }
         if let Some(rate) = k.value() {
             firsts.1.get_or_insert(rate);
-            kern_last = Some((kn, rate));
+            kern_last = Some((if with_kern { kn } else { n }, rate));
         }
         let mut row = Row::new(
             format!("{} connection{}", count(n), if n == 1 { "" } else { "s" }),
@@ -184,6 +206,9 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
                 "kernel at {kn} connections (RLIMIT_NOFILE), within 1 % of {}",
                 count(n)
             ));
+        }
+        if let Some(note) = workers_note {
+            row = row.note(note);
         }
         rows.push(row);
         progress.inc(1);

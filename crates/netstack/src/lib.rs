@@ -74,8 +74,12 @@
 //! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
 //!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
-//!   are dropped); established connections without keep-alive never time
-//!   out (smoltcp has no retransmission limit, Linux's `tcp_retries2`).
+//!   are dropped). Unacknowledged data gives up after
+//!   [`RETRANSMIT_TIMEOUT`] (Linux's `tcp_retries2`) and an orphan after
+//!   [`ORPHAN_TIMEOUT`], but a FIN alone that the peer never acknowledges,
+//!   on a connection whose descriptor is still open, is retransmitted
+//!   without limit (smoltcp's timeout would count from the peer's last
+//!   segment, however long ago).
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
 //! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
 //!   as the epoll's counters on each harvest event, not as events of their
@@ -105,9 +109,9 @@ pub use socket::{File, Socket};
 pub use stack::{
     AF_INET, CONNECT_TIMEOUT, DEFAULT_BUFFER, EPHEMERAL_FIRST, EPHEMERAL_LAST, F_GETFD, F_GETFL,
     F_SETFD, F_SETFL, FD_CLOEXEC, FourTuple, IPPROTO_TCP, KEEPALIVE_IDLE, KEEPALIVE_PROBING,
-    MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE,
-    SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET,
-    Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
+    MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, RETRANSMIT_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR,
+    SO_ERROR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK,
+    SOCK_STREAM, SOL_SOCKET, Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
 };
 pub use threaded::{
     Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,

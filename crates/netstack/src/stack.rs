@@ -157,9 +157,15 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(7200);
 /// How long keep-alive probes go unanswered before the connection is
 /// dropped with `ETIMEDOUT` (Linux: 9 probes, 75 s apart).
 pub const KEEPALIVE_PROBING: Duration = Duration::from_secs(9 * 75);
-/// How long an orphaned connection (descriptor closed) may go without an
-/// acknowledgement before it is dropped.
+/// How long an orphaned connection (descriptor closed) may go without a
+/// segment from the peer, counted from the close at the earliest, before it
+/// is dropped with a RST (Linux's `tcp_fin_timeout`, 60 s).
 pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection with data the peer has not acknowledged may go
+/// without a segment from the peer before it is dropped with `ETIMEDOUT`:
+/// Linux's `tcp_retries2` (15 retransmissions, about 924.6 s from a 200 ms
+/// RTO). smoltcp has no retransmission limit of its own.
+pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(924);
 /// How long an active open waits for the peer before `ETIMEDOUT` (Linux's
 /// six SYN retries take about 127 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
@@ -323,6 +329,9 @@ struct Conn {
     poolable: bool,
     /// `SO_KEEPALIVE` is on (decides the timeout once established).
     keepalive: bool,
+    /// An orphan is aborted at this time (see [`ORPHAN_TIMEOUT`]): set at
+    /// the close, pushed back by every segment from the peer.
+    give_up_at: Option<Instant>,
     last: Snap,
 }
 
@@ -850,18 +859,30 @@ fn apply_opts(conn: &mut Conn, opts: &Opts) {
     sock.set_nagle_enabled(!opts.nodelay);
     sock.set_keep_alive(opts.keepalive.then_some(KEEPALIVE_IDLE));
     if synchronized(sock.state()) {
-        sock.set_timeout(idle_timeout(opts.keepalive));
+        let unacked = sock.send_queue() > 0;
+        sock.set_timeout(established_timeout(opts.keepalive, unacked));
     }
 }
 
-/// smoltcp's timeout for an established connection. smoltcp aborts a
-/// connection when the peer has been silent for its timeout; with
-/// keep-alive probes every [`KEEPALIVE_IDLE`], a live peer answers within
-/// each interval, so idle + probe time gives Linux's `SO_KEEPALIVE`
-/// outcome (`ETIMEDOUT` after about 2 h 11 min of silence). Without
-/// keep-alive an idle connection never times out.
-fn idle_timeout(keepalive: bool) -> Option<Duration> {
-    keepalive.then_some(KEEPALIVE_IDLE + KEEPALIVE_PROBING)
+/// smoltcp's timeout for a synchronized connection that has a descriptor.
+/// smoltcp aborts a connection once the peer has been silent for its
+/// timeout, counting from the first transmission when data joins an empty
+/// send buffer. So:
+/// - with data waiting for its ACK, [`RETRANSMIT_TIMEOUT`] (Linux's
+///   `tcp_retries2`);
+/// - otherwise, with keep-alive probes every [`KEEPALIVE_IDLE`], idle +
+///   probe time: a live peer answers within each interval, so this gives
+///   Linux's `SO_KEEPALIVE` outcome (`ETIMEDOUT` after about 2 h 11 min of
+///   silence);
+/// - otherwise none: an idle connection never times out. (A timeout on an
+///   idle connection would count from the peer's last segment, however
+///   long ago, and abort it at once.)
+fn established_timeout(keepalive: bool, unacked_data: bool) -> Option<Duration> {
+    if unacked_data {
+        Some(RETRANSMIT_TIMEOUT)
+    } else {
+        keepalive.then_some(KEEPALIVE_IDLE + KEEPALIVE_PROBING)
+    }
 }
 
 impl Core {
@@ -1013,6 +1034,7 @@ impl Core {
             quickacks: QUICKACKS,
             dirty: false,
             keepalive: false,
+            give_up_at: None,
             poolable,
             last: Snap {
                 state: State::Closed,
@@ -1110,13 +1132,18 @@ impl Core {
                     if let Some(b) = entry.bound {
                         self.release_port(b.port(), false);
                     }
+                    let give_up_at = self.now + ORPHAN_TIMEOUT;
                     if let Some(conn) = self.conn_mut(cid) {
                         conn.sock = None;
                         conn.orphan = true;
+                        conn.give_up_at = Some(give_up_at);
                         let sock = conn.tcp_mut();
                         // Orphans do not live forever (Linux's
-                        // tcp_fin_timeout / orphan retries).
-                        sock.set_timeout(Some(ORPHAN_TIMEOUT));
+                        // tcp_fin_timeout / orphan retries). Not smoltcp's
+                        // timeout: it would count from the peer's last
+                        // segment, and reset a connection closed after a
+                        // long idle time instead of sending its FIN.
+                        sock.set_timeout(None);
                         if sock.recv_queue() > 0 {
                             // Linux: closing with unread data resets.
                             trace!(conn = cid, "close with unread data: RST");
@@ -1192,6 +1219,10 @@ impl Core {
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
+        if conn.orphan {
+            // The peer is alive: the orphan's time starts again.
+            conn.give_up_at = Some(now + ORPHAN_TIMEOUT);
+        }
         // Quick ACK for the first full-sized segments (see `QUICKACKS`):
         // small ones (a request) keep the delay, so their ACK rides on the
         // reply.
@@ -1310,10 +1341,24 @@ impl Core {
         if before.state != after.state {
             trace!(conn = id, from = %before.state, to = %after.state, "state change");
         }
-        if !synchronized(before.state) && synchronized(after.state) && !conn.orphan {
-            // Established: the connect timeout gives way to keep-alive's.
-            let timeout = idle_timeout(conn.keepalive);
-            conn.tcp_mut().set_timeout(timeout);
+        if conn.orphan && after.state != State::Closed && conn.give_up_at.is_some_and(|t| t <= now)
+        {
+            // The peer has been silent for ORPHAN_TIMEOUT since the close:
+            // reset, and free the connection once the RST is out.
+            trace!(conn = id, "orphan timeout: abort");
+            conn.give_up_at = None;
+            conn.tcp_mut().abort();
+            self.mark_dirty(id);
+            return;
+        }
+        if synchronized(after.state) && !conn.orphan {
+            // Established: the connect timeout gives way to the
+            // retransmission limit or keep-alive's.
+            let unacked = conn.tcp().send_queue() > 0;
+            let timeout = established_timeout(conn.keepalive, unacked);
+            if conn.tcp().timeout() != timeout {
+                conn.tcp_mut().set_timeout(timeout);
+            }
         }
         if before.state == State::SynSent && synchronized(after.state) {
             key |= Events::OUT | Events::WRNORM;
@@ -1415,10 +1460,15 @@ impl Core {
                 return;
             }
         } else {
+            let give_up_at = conn.give_up_at;
             if at.is_some_and(|t| t <= now) {
                 self.mark_dirty(id);
             }
-            self.arm_timer(id, at.filter(|&t| t > now));
+            let deadline = match (at.filter(|&t| t > now), give_up_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.arm_timer(id, deadline);
         }
 
         // The socket.

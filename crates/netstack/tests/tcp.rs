@@ -455,3 +455,99 @@ fn idle_connection_without_keepalive_never_times_out() {
     let mut buf = [0u8; 16];
     assert_eq!(p.server.recv(s, &mut buf), Ok(10));
 }
+
+/// Closing a connection that has been idle for longer than the orphan
+/// timeout still ends it with a FIN (the peer reads end of stream), not a
+/// reset: the orphan's timeout counts from the close, not from the peer's
+/// last segment.
+#[test]
+fn close_after_a_long_idle_time_sends_fin_not_reset() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    p.now += netstack::ORPHAN_TIMEOUT * 3;
+    p.settle();
+    p.server.close(s).unwrap();
+    p.run_until(Duration::from_secs(5), |p| {
+        p.client.poll_fd(c).unwrap().contains(Events::IN)
+    });
+    assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
+    let mut buf = [0u8; 8];
+    assert_eq!(p.client.recv(c, &mut buf), Ok(0), "EOF, not a reset");
+    // The client closes too: both ends go away cleanly.
+    p.client.close(c).unwrap();
+    p.run_until(Duration::from_secs(5), |p| {
+        p.server.stats().connections == 0
+    });
+}
+
+/// An orphan whose peer has gone silent is dropped once the peer has been
+/// silent for the orphan timeout after the close (Linux's orphan
+/// retries), not kept retransmitting its FIN forever, and not before.
+#[test]
+fn orphan_with_a_silent_peer_is_dropped_after_the_orphan_timeout() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (_c, s) = p.connected(l, 80);
+    p.now += netstack::ORPHAN_TIMEOUT * 3;
+    p.settle();
+    // From now on the client stack is never polled: nobody ACKs the FIN.
+    p.server.close(s).unwrap();
+    let closed = p.now;
+    while p.server.stats().connections > 0 {
+        assert!(
+            p.now < closed + netstack::ORPHAN_TIMEOUT * 2,
+            "never dropped"
+        );
+        p.server.poll(p.now);
+        p.now += p
+            .server
+            .poll_delay(p.now)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
+    }
+    assert!(p.now >= closed + netstack::ORPHAN_TIMEOUT, "dropped early");
+}
+
+/// Data that the peer never acknowledges ends the connection with
+/// `ETIMEDOUT` after [`netstack::RETRANSMIT_TIMEOUT`] of silence (Linux's
+/// `tcp_retries2`); an idle connection with nothing to send never times
+/// out.
+#[test]
+fn unacknowledged_data_times_out_but_an_idle_connection_does_not() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, _s) = p.connected(l, 80);
+    let (idle, _s2) = p.connected(l, 80);
+    let cep = watch(&mut p.client, c, Events::IN);
+    // From now on the server stack is never polled.
+    assert_eq!(p.client.send(c, b"hello"), Ok(5));
+    let sent = p.now;
+    let end = sent + netstack::RETRANSMIT_TIMEOUT * 2;
+    while p.now < end && ready(&mut p.client, cep).is_empty() {
+        p.client.poll(p.now);
+        p.now += p
+            .client
+            .poll_delay(p.now)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
+    }
+    assert!(
+        p.now >= sent + netstack::RETRANSMIT_TIMEOUT,
+        "not before the limit"
+    );
+    assert!(
+        p.client
+            .poll_fd(c)
+            .unwrap()
+            .contains(Events::ERR | Events::HUP)
+    );
+    assert_eq!(
+        p.client.getsockopt(c, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ETIMEDOUT.raw())
+    );
+    // The idle connection, silent just as long, is still there.
+    let r = p.client.poll_fd(idle).unwrap();
+    assert!(!r.intersects(Events::ERR | Events::HUP), "{r:?}");
+    assert_eq!(p.client.getsockopt(idle, SOL_SOCKET, SO_ERROR), Ok(0));
+}

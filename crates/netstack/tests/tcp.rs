@@ -8,7 +8,7 @@ use eventpoll::{Errno, Events};
 use netstack::{AF_INET, SHUT_WR, SO_ERROR, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use smoltcp::time::Duration;
-use util::{CLIENT, Pair, SERVER, fnv, ready, watch};
+use util::{CLIENT, Pair, SERVER, fnv, poll_alone, ready, watch};
 
 #[test]
 fn handshake_raises_listener_in_and_client_out() {
@@ -337,14 +337,10 @@ fn connect_to_silent_peer_times_out() {
     let cep = watch(&mut p.client, c, Events::OUT);
     // The server stack is never polled: nobody answers the SYNs.
     let end = p.now + netstack::CONNECT_TIMEOUT + Duration::from_secs(5);
-    while p.now < end && ready(&mut p.client, cep).is_empty() {
-        p.client.poll(p.now);
-        p.now += p
-            .client
-            .poll_delay(p.now)
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(1));
-    }
+    let second = Duration::from_secs(1);
+    poll_alone(&mut p.client, &mut p.now, end, second, |s| {
+        !ready(s, cep).is_empty()
+    });
     assert!(
         p.client
             .poll_fd(c)
@@ -422,14 +418,10 @@ fn keepalive_on_a_silent_peer_gives_etimedout() {
     // Without keep-alive nothing would ever time out: the client has no
     // data in flight. The server stack is never polled again.
     let end = b + netstack::KEEPALIVE_IDLE + netstack::KEEPALIVE_PROBING + Duration::from_secs(600);
-    while p.now < end && !p.client.poll_fd(c).unwrap().contains(Events::ERR) {
-        p.client.poll(p.now);
-        p.now += p
-            .client
-            .poll_delay(p.now)
-            .unwrap_or(Duration::from_secs(60))
-            .max(Duration::from_millis(1));
-    }
+    let minute = Duration::from_secs(60);
+    poll_alone(&mut p.client, &mut p.now, end, minute, |s| {
+        s.poll_fd(c).unwrap().contains(Events::ERR)
+    });
     assert!(
         p.now >= b + netstack::KEEPALIVE_IDLE,
         "not before the idle time"
@@ -494,18 +486,12 @@ fn orphan_with_a_silent_peer_is_dropped_after_the_orphan_timeout() {
     // From now on the client stack is never polled: nobody ACKs the FIN.
     p.server.close(s).unwrap();
     let closed = p.now;
-    while p.server.stats().connections > 0 {
-        assert!(
-            p.now < closed + netstack::ORPHAN_TIMEOUT * 2,
-            "never dropped"
-        );
-        p.server.poll(p.now);
-        p.now += p
-            .server
-            .poll_delay(p.now)
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(1));
-    }
+    let end = closed + netstack::ORPHAN_TIMEOUT * 2;
+    let second = Duration::from_secs(1);
+    poll_alone(&mut p.server, &mut p.now, end, second, |s| {
+        s.stats().connections == 0
+    });
+    assert_eq!(p.server.stats().connections, 0, "never dropped");
     assert!(p.now >= closed + netstack::ORPHAN_TIMEOUT, "dropped early");
 }
 
@@ -524,14 +510,10 @@ fn unacknowledged_data_times_out_but_an_idle_connection_does_not() {
     assert_eq!(p.client.send(c, b"hello"), Ok(5));
     let sent = p.now;
     let end = sent + netstack::RETRANSMIT_TIMEOUT * 2;
-    while p.now < end && ready(&mut p.client, cep).is_empty() {
-        p.client.poll(p.now);
-        p.now += p
-            .client
-            .poll_delay(p.now)
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(1));
-    }
+    let second = Duration::from_secs(1);
+    poll_alone(&mut p.client, &mut p.now, end, second, |s| {
+        !ready(s, cep).is_empty()
+    });
     assert!(
         p.now >= sent + netstack::RETRANSMIT_TIMEOUT,
         "not before the limit"

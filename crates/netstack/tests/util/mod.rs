@@ -165,3 +165,22 @@ pub fn fnv(data: &[u8]) -> u64 {
     }
     h
 }
+
+/// Polls `stack` alone (its peer is never polled: silent), jumping the
+/// virtual clock `now` from one of its timers to the next (by `idle` when
+/// it has none), until `done` holds or the clock reaches `end`.
+pub fn poll_alone(
+    stack: &mut Stack<LinkDevice>,
+    now: &mut Instant,
+    end: Instant,
+    idle: Duration,
+    mut done: impl FnMut(&mut Stack<LinkDevice>) -> bool,
+) {
+    while *now < end && !done(stack) {
+        stack.poll(*now);
+        *now += stack
+            .poll_delay(*now)
+            .unwrap_or(idle)
+            .max(Duration::from_millis(1));
+    }
+}

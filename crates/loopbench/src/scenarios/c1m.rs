@@ -252,7 +252,7 @@ fn user_side(n: usize) -> Outcome {
         "[c1m] usertcp: {established} connections in {:.2} s",
         open_time.as_secs_f64()
     );
-    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.rr(n, n as u64));
+    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.request_each());
     let after = rss_bytes().ok();
     let heap = counting.as_ref().map(Counting::live_bytes);
     drop(counting);
@@ -291,7 +291,7 @@ fn kernel_side(n: usize) -> Outcome {
     let opened = pair.open(n);
     let open_time = t.elapsed();
     let established = pair.conns.len();
-    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.rr(n, n as u64));
+    let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.request_each());
     Outcome {
         established,
         open_rate,

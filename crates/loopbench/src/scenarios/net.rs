@@ -137,6 +137,9 @@ struct Rounds {
     behind: usize,
     /// Requests sent and not yet answered.
     outstanding: usize,
+    /// How many requests beyond `target` a connection may send: 1 for the
+    /// steady loop, 0 for exactly the rounds asked for.
+    lead: u64,
 }
 
 /// One connection's place in the [`Rounds`].
@@ -147,11 +150,13 @@ struct RoundConn {
 }
 
 impl Rounds {
-    /// Starts `rounds` more rounds over the connections at `slots`;
-    /// returns the slots that must send a request now (each connection's
-    /// first, or one that waited at the end of the previous call).
-    fn start(&mut self, slots: impl Iterator<Item = usize>, rounds: u64) -> Vec<usize> {
+    /// Starts `rounds` more rounds over the connections at `slots`, each
+    /// connection at most `lead` requests ahead of them; returns the slots
+    /// that must send a request now (each connection's first, or one that
+    /// waited at the end of the previous call).
+    fn start(&mut self, slots: impl Iterator<Item = usize>, rounds: u64, lead: u64) -> Vec<usize> {
         self.target += rounds;
+        self.lead = lead;
         self.behind = 0;
         let mut send = Vec::new();
         for slot in slots {
@@ -162,7 +167,7 @@ impl Rounds {
             if c.answered < self.target {
                 self.behind += 1;
             }
-            if !c.in_flight && c.answered <= self.target {
+            if !c.in_flight && c.answered < self.target + lead {
                 c.in_flight = true;
                 self.outstanding += 1;
                 send.push(slot);
@@ -172,8 +177,8 @@ impl Rounds {
     }
 
     /// Counts a response on the connection at `slot`. Returns true if it
-    /// must send its next request now: `resend` and at most one request
-    /// ahead of the target.
+    /// must send its next request now: `resend` and at most `lead`
+    /// requests ahead of the target.
     fn answer(&mut self, slot: usize, resend: bool) -> bool {
         if self.conns.len() <= slot {
             self.conns.resize(slot + 1, RoundConn::default());
@@ -185,7 +190,7 @@ impl Rounds {
         if c.answered == self.target {
             self.behind = self.behind.saturating_sub(1);
         }
-        let again = resend && c.answered <= self.target;
+        let again = resend && c.answered < self.target + self.lead;
         if again {
             c.in_flight = true;
             self.outstanding += 1;
@@ -406,6 +411,19 @@ impl UserPair {
     /// requests and a drain each time. [`drain`](UserPair::drain) waits for
     /// the requests still out.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        self.paced(width, total, 1)
+    }
+
+    /// One request on every connection, and its response; no connection
+    /// sends a second.
+    pub fn request_each(&mut self) -> io::Result<()> {
+        let n = self.conns.len();
+        self.paced(n, n as u64, 0)
+    }
+
+    /// [`rr`](UserPair::rr) with each connection at most `lead` requests
+    /// ahead of the rounds asked for.
+    fn paced(&mut self, width: usize, total: u64, lead: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
         if total == 0 {
             return Ok(());
@@ -415,7 +433,7 @@ impl UserPair {
         }
         let rounds = total.div_ceil(k as u64);
         let slots = self.conns[..k].iter().map(|&fd| fd as usize);
-        for slot in self.rounds.start(slots, rounds) {
+        for slot in self.rounds.start(slots, rounds, lead) {
             self.client.send(slot as i32, &REQUEST).map_err(errno)?;
         }
         self.responses(true)
@@ -837,6 +855,17 @@ impl KernelPair {
 
     /// See [`UserPair::rr`].
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+        self.paced(width, total, 1)
+    }
+
+    /// See [`UserPair::request_each`].
+    pub fn request_each(&mut self) -> io::Result<()> {
+        let n = self.conns.len();
+        self.paced(n, n as u64, 0)
+    }
+
+    /// See [`UserPair::paced`].
+    fn paced(&mut self, width: usize, total: u64, lead: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
         if total == 0 {
             return Ok(());
@@ -846,7 +875,7 @@ impl KernelPair {
         }
         let rounds = total.div_ceil(k as u64);
         let slots = self.conns[..k].iter().map(|&fd| fd as usize);
-        for slot in self.rounds.start(slots, rounds) {
+        for slot in self.rounds.start(slots, rounds, lead) {
             kernel::send(self.client_fd(slot as i32)?, &REQUEST)?;
         }
         self.responses(true)
@@ -901,7 +930,7 @@ impl KernelPair {
                 // The round is complete: the next one starts.
                 Some((k, _)) if !self.rounds.running(true) => {
                     let slots = self.conns[..k].iter().map(|&fd| fd as usize);
-                    for slot in self.rounds.start(slots, 1) {
+                    for slot in self.rounds.start(slots, 1, 1) {
                         kernel::send(self.client_fd(slot as i32)?, &REQUEST)?;
                     }
                 }
@@ -1157,7 +1186,7 @@ impl SmolPair {
         }
         self.got.resize(self.conns.len(), 0);
         let rounds = total.div_ceil(k as u64);
-        for slot in self.rounds.start(0..k, rounds) {
+        for slot in self.rounds.start(0..k, rounds, 1) {
             let (ch, _) = self.conns[slot];
             self.cset
                 .get_mut::<tcp::Socket>(ch)
@@ -1268,7 +1297,7 @@ mod tests {
     fn a_round_needs_every_connection_and_none_runs_more_than_one_ahead() {
         let mut r = Rounds::default();
         // The first call sends on every connection.
-        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1), vec![3, 5, 9]);
+        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1, 1), vec![3, 5, 9]);
         assert_eq!((r.behind, r.outstanding), (3, 3));
         // Slot 3's response completes its round; it may send one more.
         assert!(r.answer(3, true));
@@ -1281,13 +1310,20 @@ mod tests {
         assert!(!r.running(true));
         // Next call: slot 3, which waited, did its round already and may
         // send its next request; 5 and 9 are still in flight.
-        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1), vec![3]);
+        assert_eq!(r.start([3usize, 5, 9].into_iter(), 1, 1), vec![3]);
         assert_eq!((r.target, r.behind, r.outstanding), (2, 2, 3));
         // Draining: responses are counted, nothing is sent.
         assert!(!r.answer(3, false));
         assert!(!r.answer(5, false));
         assert!(!r.answer(9, false));
         assert!(!r.running(false));
+        // No lead: one round is one request per connection, no more.
+        let mut once = Rounds::default();
+        assert_eq!(once.start([1usize, 2].into_iter(), 1, 0), vec![1, 2]);
+        assert!(!once.answer(1, true));
+        assert!(!once.answer(2, true));
+        assert!(!once.running(true));
+        assert_eq!(once.outstanding, 0);
     }
 
     #[test]

@@ -176,6 +176,29 @@ impl Rounds {
         send
     }
 
+    /// Plans a call of a pair's paced loop: `total / width` rounds (rounded
+    /// up) over the first `width` of `slots`, each connection at most
+    /// `lead` requests ahead. Returns the slots that must send a request
+    /// now, `None` for no work (`total` 0), or an error for no connection.
+    fn plan(
+        &mut self,
+        slots: impl ExactSizeIterator<Item = usize>,
+        width: usize,
+        total: u64,
+        lead: u64,
+        side: &str,
+    ) -> io::Result<Option<Vec<usize>>> {
+        let k = width.min(slots.len());
+        if total == 0 {
+            return Ok(None);
+        }
+        if k == 0 {
+            return Err(io::Error::other(format!("{side} rr: no connection")));
+        }
+        let rounds = total.div_ceil(k as u64);
+        Ok(Some(self.start(slots.take(k), rounds, lead)))
+    }
+
     /// Counts a response on the connection at `slot`. Returns true if it
     /// must send its next request now: `resend` and at most `lead`
     /// requests ahead of the target.
@@ -424,16 +447,11 @@ impl UserPair {
     /// [`rr`](UserPair::rr) with each connection at most `lead` requests
     /// ahead of the rounds asked for.
     fn paced(&mut self, width: usize, total: u64, lead: u64) -> io::Result<()> {
-        let k = width.min(self.conns.len());
-        if total == 0 {
+        let slots = self.conns.iter().map(|&fd| fd as usize);
+        let Some(send) = self.rounds.plan(slots, width, total, lead, "usertcp")? else {
             return Ok(());
-        }
-        if k == 0 {
-            return Err(io::Error::other("usertcp rr: no connection"));
-        }
-        let rounds = total.div_ceil(k as u64);
-        let slots = self.conns[..k].iter().map(|&fd| fd as usize);
-        for slot in self.rounds.start(slots, rounds, lead) {
+        };
+        for slot in send {
             self.client.send(slot as i32, &REQUEST).map_err(errno)?;
         }
         self.responses(true)
@@ -866,16 +884,11 @@ impl KernelPair {
 
     /// See [`UserPair::paced`].
     fn paced(&mut self, width: usize, total: u64, lead: u64) -> io::Result<()> {
-        let k = width.min(self.conns.len());
-        if total == 0 {
+        let slots = self.conns.iter().map(|&fd| fd as usize);
+        let Some(send) = self.rounds.plan(slots, width, total, lead, "kernel")? else {
             return Ok(());
-        }
-        if k == 0 {
-            return Err(io::Error::other("kernel rr: no connection"));
-        }
-        let rounds = total.div_ceil(k as u64);
-        let slots = self.conns[..k].iter().map(|&fd| fd as usize);
-        for slot in self.rounds.start(slots, rounds, lead) {
+        };
+        for slot in send {
             kernel::send(self.client_fd(slot as i32)?, &REQUEST)?;
         }
         self.responses(true)
@@ -1178,15 +1191,12 @@ impl SmolPair {
     /// connections that have data.
     pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
         let k = width.min(self.conns.len());
-        if total == 0 {
+        let slots = 0..self.conns.len();
+        let Some(send) = self.rounds.plan(slots, width, total, 1, "smoltcp")? else {
             return Ok(());
-        }
-        if k == 0 {
-            return Err(io::Error::other("smoltcp rr: no connection"));
-        }
+        };
         self.got.resize(self.conns.len(), 0);
-        let rounds = total.div_ceil(k as u64);
-        for slot in self.rounds.start(0..k, rounds, 1) {
+        for slot in send {
             let (ch, _) = self.conns[slot];
             self.cset
                 .get_mut::<tcp::Socket>(ch)

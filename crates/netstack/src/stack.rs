@@ -6,11 +6,11 @@
 //! 1. [`Stack::poll`] takes one packet from the device and parses its IPv4
 //!    and TCP headers itself ([`parse`]) to get the 4-tuple.
 //! 2. The 4-tuple is looked up in the demux table ([`crate::demux`]: one
-//!    cache line per lookup). A SYN with no connection, to a port with a listener, makes
-//!    a new connection on the spot (unless the listener's backlog is full:
-//!    then the SYN is dropped and counted). Anything else (unknown flows,
-//!    non-TCP) is handed to smoltcp with an *empty* socket set, so smoltcp
-//!    answers with a RST (or an ICMP reply) as it should.
+//!    cache line per lookup). A SYN with no connection, to a port with a
+//!    listener, makes a new connection on the spot (unless the listener's
+//!    backlog is full: then the SYN is dropped and counted). Anything else
+//!    (unknown flows, non-TCP) is handed to smoltcp with an *empty* socket
+//!    set, so smoltcp answers with a RST (or an ICMP reply) as it should.
 //! 3. The packet is handed to `Interface::poll_ingress_single` through
 //!    [`OneShot`], a device that yields exactly this packet (plus the real
 //!    device's reply token), with the socket set of that one connection.

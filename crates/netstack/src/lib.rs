@@ -74,12 +74,9 @@
 //! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
 //!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
 //! - TIME-WAIT does not re-ACK a retransmitted FIN (the 4-tuple's segments
-//!   are dropped). Unacknowledged data gives up after
-//!   [`RETRANSMIT_TIMEOUT`] (Linux's `tcp_retries2`) and an orphan after
-//!   [`ORPHAN_TIMEOUT`], but a FIN alone that the peer never acknowledges,
-//!   on a connection whose descriptor is still open, is retransmitted
-//!   without limit (smoltcp's timeout would count from the peer's last
-//!   segment, however long ago).
+//!   are dropped). (Unacknowledged data or FINs give up after
+//!   [`RETRANSMIT_TIMEOUT`] of silence, Linux's `tcp_retries2`, and an
+//!   orphan after [`ORPHAN_TIMEOUT`].)
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
 //! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
 //!   as the epoll's counters on each harvest event, not as events of their

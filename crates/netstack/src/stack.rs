@@ -161,8 +161,9 @@ pub const KEEPALIVE_PROBING: Duration = Duration::from_secs(9 * 75);
 /// segment from the peer, counted from the close at the earliest, before it
 /// is dropped with a RST (Linux's `tcp_fin_timeout`, 60 s).
 pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a connection with data the peer has not acknowledged may go
-/// without a segment from the peer before it is dropped with `ETIMEDOUT`:
+/// How long a connection with data or a FIN the peer has not acknowledged
+/// may go without a segment from the peer before it is dropped with
+/// `ETIMEDOUT`:
 /// Linux's `tcp_retries2` (15 retransmissions, about 924.6 s from a 200 ms
 /// RTO). smoltcp has no retransmission limit of its own.
 pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(924);
@@ -329,8 +330,10 @@ struct Conn {
     poolable: bool,
     /// `SO_KEEPALIVE` is on (decides the timeout once established).
     keepalive: bool,
-    /// An orphan is aborted at this time (see [`ORPHAN_TIMEOUT`]): set at
-    /// the close, pushed back by every segment from the peer.
+    /// The connection is aborted at this time if the peer stays silent
+    /// until then: an orphan [`ORPHAN_TIMEOUT`] after its close, and a
+    /// connection whose FIN waits for its ACK [`RETRANSMIT_TIMEOUT`] after
+    /// sending it; every segment from the peer pushes it back.
     give_up_at: Option<Instant>,
     last: Snap,
 }
@@ -864,6 +867,16 @@ fn apply_opts(conn: &mut Conn, opts: &Opts) {
     }
 }
 
+/// How long a connection with a give-up time may wait for the peer (see
+/// `Conn::give_up_at`).
+fn give_up_after(orphan: bool) -> Duration {
+    if orphan {
+        ORPHAN_TIMEOUT
+    } else {
+        RETRANSMIT_TIMEOUT
+    }
+}
+
 /// smoltcp's timeout for a synchronized connection that has a descriptor.
 /// smoltcp aborts a connection once the peer has been silent for its
 /// timeout, counting from the first transmission when data joins an empty
@@ -1219,9 +1232,9 @@ impl Core {
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
-        if conn.orphan {
-            // The peer is alive: the orphan's time starts again.
-            conn.give_up_at = Some(now + ORPHAN_TIMEOUT);
+        if conn.give_up_at.is_some() {
+            // The peer is alive: the wait starts again.
+            conn.give_up_at = Some(now + give_up_after(conn.orphan));
         }
         // Quick ACK for the first full-sized segments (see `QUICKACKS`):
         // small ones (a request) keep the delay, so their ACK rides on the
@@ -1341,11 +1354,25 @@ impl Core {
         if before.state != after.state {
             trace!(conn = id, from = %before.state, to = %after.state, "state change");
         }
-        if conn.orphan && after.state != State::Closed && conn.give_up_at.is_some_and(|t| t <= now)
-        {
-            // The peer has been silent for ORPHAN_TIMEOUT since the close:
-            // reset, and free the connection once the RST is out.
-            trace!(conn = id, "orphan timeout: abort");
+        if !conn.orphan {
+            // A FIN waiting for its ACK: give up after the retransmission
+            // limit of silence (smoltcp's own timeout would count from the
+            // peer's last segment, however long ago).
+            let fin_unacked = matches!(
+                after.state,
+                State::FinWait1 | State::Closing | State::LastAck
+            );
+            if !fin_unacked {
+                conn.give_up_at = None;
+            } else if conn.give_up_at.is_none() {
+                conn.give_up_at = Some(now + RETRANSMIT_TIMEOUT);
+            }
+        }
+        if after.state != State::Closed && conn.give_up_at.is_some_and(|t| t <= now) {
+            // The peer has been silent for too long: reset (the next
+            // egress sends the RST; an orphan is then freed, a socket gets
+            // ETIMEDOUT).
+            trace!(conn = id, orphan = conn.orphan, "peer silent: abort");
             conn.give_up_at = None;
             conn.tcp_mut().abort();
             self.mark_dirty(id);

@@ -533,3 +533,38 @@ fn unacknowledged_data_times_out_but_an_idle_connection_does_not() {
     assert!(!r.intersects(Events::ERR | Events::HUP), "{r:?}");
     assert_eq!(p.client.getsockopt(idle, SOL_SOCKET, SO_ERROR), Ok(0));
 }
+
+/// A FIN that the peer never acknowledges, on a connection whose
+/// descriptor is still open, ends with `ETIMEDOUT` after
+/// [`netstack::RETRANSMIT_TIMEOUT`] of silence; once the peer has
+/// acknowledged the FIN, waiting for the peer's own FIN (FIN-WAIT-2) has no
+/// limit, as in Linux for a socket that is not closed.
+#[test]
+fn unacknowledged_fin_times_out_but_fin_wait_2_does_not() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (acked, _s1) = p.connected(l, 80);
+    let (silent, _s2) = p.connected(l, 80);
+    // The first FIN gets its ACK: FIN-WAIT-2, the server never closes.
+    p.client.shutdown(acked, SHUT_WR).unwrap();
+    p.settle();
+    // From now on the server stack is never polled.
+    p.client.shutdown(silent, SHUT_WR).unwrap();
+    let sent = p.now;
+    let end = sent + netstack::RETRANSMIT_TIMEOUT * 2;
+    let second = Duration::from_secs(1);
+    poll_alone(&mut p.client, &mut p.now, end, second, |s| {
+        s.poll_fd(silent).unwrap().contains(Events::ERR)
+    });
+    assert!(
+        p.now >= sent + netstack::RETRANSMIT_TIMEOUT,
+        "not before the limit"
+    );
+    assert_eq!(
+        p.client.getsockopt(silent, SOL_SOCKET, SO_ERROR),
+        Ok(Errno::ETIMEDOUT.raw())
+    );
+    let r = p.client.poll_fd(acked).unwrap();
+    assert!(!r.contains(Events::ERR), "{r:?}");
+    assert_eq!(p.client.getsockopt(acked, SOL_SOCKET, SO_ERROR), Ok(0));
+}

@@ -35,6 +35,7 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use super::{BoxedWorkload, boxed};
 use crate::kernel;
 use crate::report::Figure;
 
@@ -1263,6 +1264,35 @@ pub fn per_second(figure: Figure) -> Figure {
         Figure::Value(ns) => Figure::Error(format!("{ns} ns per operation")),
         other => other,
     }
+}
+
+/// Nanoseconds per iteration of `per_iter` request/responses as requests
+/// per second.
+pub fn requests_per_second(figure: Figure, per_iter: usize) -> Figure {
+    per_second(match figure {
+        Figure::Value(ns) => Figure::Value(ns / per_iter.max(1) as f64),
+        other => other,
+    })
+}
+
+/// The `rr` workload (one iteration: a round of a response on every
+/// connection) on each side that was set up: usertcp and stock smoltcp
+/// over `n` connections, the kernel (if it runs in this process) over
+/// `kn`. Returns the sides in that order (usertcp, kernel, smoltcp).
+pub fn rr_sides(
+    n: usize,
+    user: io::Result<UserPair>,
+    kern: Option<(io::Result<KernelPair>, usize)>,
+    smol: Option<io::Result<SmolPair>>,
+) -> Vec<io::Result<BoxedWorkload>> {
+    let mut sides = vec![boxed(user.map(|p| user_rr(p, n, n as u64)))];
+    if let Some((kern, kn)) = kern {
+        sides.push(boxed(kern.map(|p| kernel_rr(p, kn, kn as u64))));
+    }
+    if let Some(smol) = smol {
+        sides.push(boxed(smol.map(|p| smol_rr(p, n, n as u64))));
+    }
+    sides
 }
 
 /// The figure of a side that produced none.

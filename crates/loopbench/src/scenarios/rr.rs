@@ -42,7 +42,7 @@ use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
 use super::kworkers::{self, Workers};
-use super::net::{self, KernelPair, MSG, SmolPair, UserPair, per_second};
+use super::net::{self, KernelPair, MSG, SmolPair, UserPair, requests_per_second};
 use super::{
     Pinned, boxed, count, measure_sides, raise_nofile_limit, two_core_label, two_core_note,
 };
@@ -114,21 +114,15 @@ pub fn run(cfg: &Config) -> Report {
             count(n),
             user_setup.as_secs_f64()
         );
-        let mut sides = vec![boxed(user.map(|p| net::user_rr(p, n, n as u64)))];
-        if let Some(kern) = kern {
-            sides.push(boxed(kern.map(|p| net::kernel_rr(p, kn, kn as u64))));
-        }
         let with_smol = smol.is_some();
-        if let Some(smol) = smol {
-            sides.push(boxed(smol.map(|p| net::smol_rr(p, n, n as u64))));
-        }
+        let sides = net::rr_sides(n, user, kern.map(|k| (k, kn)), smol);
         let figures = measure_sides(cfg, 1.0, sides);
         let mut figures = figures.into_iter();
         let mut next = || figures.next().unwrap_or_else(net::not_measured);
         // Each iteration is a round of `n` (or `kn`) requests.
-        let u = per_second(scale(next(), n));
+        let u = requests_per_second(next(), n);
         let (k, workers_note) = match workers {
-            None => (per_second(scale(next(), kn)), None),
+            None => (requests_per_second(next(), kn), None),
             Some(workers) => {
                 eprintln!(
                     "[rr] {} connections: measuring the kernel workers",
@@ -139,7 +133,7 @@ pub fn run(cfg: &Config) -> Report {
             }
         };
         let s = if with_smol {
-            per_second(scale(next(), n))
+            requests_per_second(next(), n)
         } else if cfg.quick {
             Figure::NotAvailable("not run with --quick (a round takes seconds)".to_owned())
         } else {
@@ -192,7 +186,7 @@ pub fn run(cfg: &Config) -> Report {
                     two_core_label(&pinned),
                     Metric::ReqPerSec,
                     user_rate,
-                    per_second(scale(k2, kn)),
+                    requests_per_second(k2, kn),
                 )
                 .note(two_core_note())
                 .note("measured after the row above, not interleaved with it (descriptor limit)"),
@@ -291,13 +285,5 @@ pub fn measure_workers(
             ),
         ),
         Err(err) => (Figure::Error(format!("kernel workers: {err}")), how),
-    }
-}
-
-/// Nanoseconds per round as nanoseconds per request.
-fn scale(figure: Figure, per_round: usize) -> Figure {
-    match figure {
-        Figure::Value(ns) => Figure::Value(ns / per_round.max(1) as f64),
-        other => other,
     }
 }

@@ -36,8 +36,8 @@ use crate::machine::Machine;
 use crate::measure::Config;
 use crate::report::{Figure, Metric, Report, Row, Target};
 
-use super::net::{self, KernelPair, SmolPair, UserPair, per_second};
-use super::{Pinned, boxed, count, measure_sides, raise_nofile_limit, rr};
+use super::net::{self, KernelPair, SmolPair, UserPair, requests_per_second};
+use super::{Pinned, count, measure_sides, raise_nofile_limit, rr};
 
 /// The connection counts, one row each.
 pub const COUNTS: [usize; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
@@ -144,22 +144,16 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
             count(n),
             user_setup.as_secs_f64()
         );
-        let mut sides = vec![boxed(user.map(|p| net::user_rr(p, n, n as u64)))];
         let with_kern = kern.is_some();
-        if let Some(kern) = kern {
-            sides.push(boxed(kern.map(|p| net::kernel_rr(p, kn, kn as u64))));
-        }
         let with_smol = smol.is_some();
-        if let Some(smol) = smol {
-            sides.push(boxed(smol.map(|p| net::smol_rr(p, n, n as u64))));
-        }
+        let sides = net::rr_sides(n, user, kern.map(|k| (k, kn)), smol);
         let figures = measure_sides(cfg, 1.0, sides);
         let mut figures = figures.into_iter();
         let mut next = || figures.next().unwrap_or_else(net::not_measured);
-        let u = per_second(per_request(next(), n));
+        let u = requests_per_second(next(), n);
         let mut workers_note = None;
         let k = if with_kern {
-            per_second(per_request(next(), kn))
+            requests_per_second(next(), kn)
         } else if let Some(workers) = workers {
             eprintln!(
                 "[scale] {} connections: measuring the kernel workers",
@@ -176,7 +170,7 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
             ))
         };
         let s = if with_smol {
-            per_second(per_request(next(), n))
+            requests_per_second(next(), n)
         } else {
             Figure::NotAvailable(smol_stopped.clone().unwrap_or_default())
         };
@@ -269,13 +263,6 @@ fn predicted_round(m: usize, rate: f64, n: usize) -> f64 {
 }
 
 /// Nanoseconds per round of `n` requests as nanoseconds per request.
-fn per_request(figure: Figure, n: usize) -> Figure {
-    match figure {
-        Figure::Value(ns) => Figure::Value(ns / n.max(1) as f64),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +273,10 @@ mod tests {
         assert!((predicted_round(1000, 200_000.0, 1000) - 0.005).abs() < 1e-12);
         // 10x the connections: 10x the requests, each 10x dearer.
         assert!((predicted_round(1000, 200_000.0, 10_000) - 0.5).abs() < 1e-9);
-        assert_eq!(per_request(Figure::Value(1e6), 1000), Figure::Value(1000.0));
+        // 1 ms per round of 1,000 requests: 1 us each, 1M per second.
+        assert_eq!(
+            requests_per_second(Figure::Value(1e6), 1000),
+            Figure::Value(1e6)
+        );
     }
 }

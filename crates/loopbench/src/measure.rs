@@ -8,7 +8,9 @@
 //! 1. **Calibration**: each side runs 1, 10, 100, ... iterations until one
 //!    call takes a measurable time, and from that picks the iteration count
 //!    that makes one run last about [`Config::run_time`]. Each side gets its
-//!    own count, so a fast side is not measured over a shorter time.
+//!    own count, so a fast side is not measured over a shorter time. A
+//!    workload whose iteration is a fixed time window sets
+//!    [`Config::fixed_iters`] instead.
 //! 2. **Warm-up**: each side runs for [`Config::warmup`], untimed (caches,
 //!    branch predictors, allocator pools, CPU frequency), and for at least
 //!    [`Config::warmup_iters`] iterations. A workload whose iteration is a
@@ -42,6 +44,10 @@ pub struct Config {
     pub run_time: Duration,
     /// True for `--quick` (fewer, shorter runs).
     pub quick: bool,
+    /// `Some(n)`: no calibration, every call (warm-up and runs) does `n`
+    /// iterations. For a workload whose iteration has a fixed wall time
+    /// (a time window) and whose reported time is not that wall time.
+    pub fixed_iters: Option<u64>,
 }
 
 impl Config {
@@ -53,6 +59,7 @@ impl Config {
             warmup_iters: 0,
             run_time: Duration::from_millis(100),
             quick: false,
+            fixed_iters: None,
         }
     }
 
@@ -64,6 +71,7 @@ impl Config {
             warmup_iters: 0,
             run_time: Duration::from_millis(50),
             quick: true,
+            fixed_iters: None,
         }
     }
 
@@ -166,8 +174,12 @@ pub fn compare(cfg: &Config, sides: &mut [&mut Workload<'_>]) -> Vec<io::Result<
         .collect()
 }
 
-/// The iteration count for one run of about `cfg.run_time`.
+/// The iteration count for one run of about `cfg.run_time` (or
+/// `cfg.fixed_iters`, without calling `side`).
 fn calibrate(cfg: &Config, side: &mut Workload<'_>) -> io::Result<u64> {
+    if let Some(iters) = cfg.fixed_iters {
+        return Ok(iters.clamp(1, MAX_ITERS));
+    }
     let probe_floor = (cfg.run_time / 10).max(Duration::from_millis(1));
     let mut iters = 1u64;
     loop {
@@ -227,6 +239,7 @@ mod tests {
             warmup_iters: 0,
             run_time: Duration::from_millis(2),
             quick: true,
+            fixed_iters: None,
         };
         // A side whose iterations "take" 100 ns each, by its own account.
         let mut fake = |iters: u64| Ok(Duration::from_nanos(iters * 100));
@@ -240,6 +253,31 @@ mod tests {
     }
 
     #[test]
+    fn fixed_iters_skips_calibration_and_sets_every_call() {
+        let cfg = Config {
+            runs: 3,
+            warmup: Duration::ZERO,
+            warmup_iters: 2,
+            run_time: Duration::from_millis(100),
+            quick: true,
+            fixed_iters: Some(1),
+        };
+        // Each call "takes" 1 us per iteration: calibration would ask for
+        // 100,000 iterations per run.
+        let mut calls = Vec::new();
+        let mut side = |iters: u64| {
+            calls.push(iters);
+            Ok(Duration::from_micros(iters))
+        };
+        let results = compare(&cfg, &mut [&mut side]);
+        let sample = results[0].as_ref().unwrap();
+        assert_eq!(sample.iters, 1);
+        assert_eq!(sample.median_ns, 1000.0);
+        // Two warm-up calls, three runs, one iteration each.
+        assert_eq!(calls, vec![1; 5]);
+    }
+
+    #[test]
     fn warm_up_runs_at_least_the_minimum_iterations() {
         let cfg = Config {
             runs: 1,
@@ -247,6 +285,7 @@ mod tests {
             warmup_iters: 0,
             run_time: Duration::from_millis(1),
             quick: true,
+            fixed_iters: None,
         };
         let mut calls = 0u64;
         let mut side = |iters: u64| {

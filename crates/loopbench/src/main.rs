@@ -192,7 +192,8 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// 64 B request/response over 10k and 100k active connections: usertcp
-    /// vs the kernel (at the descriptor limit) vs stock smoltcp (10k).
+    /// vs the kernel (at the descriptor limit) vs stock smoltcp (not with
+    /// --quick; at 100k in time-bounded windows over part of a round).
     Rr {
         /// How long to measure.
         #[command(flatten)]

@@ -20,9 +20,11 @@
 //! Clock: the stacks get `smoltcp::time::Instant`s made from one monotonic
 //! [`std::time::Instant`] ([`now`]), read once per loop iteration.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -1088,6 +1090,8 @@ pub struct SmolPair {
     buffer: usize,
     /// Bytes of the current response received, by connection.
     got: Vec<usize>,
+    /// Bytes the clients received in all, responses and parts of them.
+    received: u64,
     /// See [`UserPair::rr`]; by connection index.
     rounds: Rounds,
 }
@@ -1129,6 +1133,7 @@ impl SmolPair {
             conns: Vec::new(),
             buffer,
             got: Vec::new(),
+            received: 0,
             rounds: Rounds::default(),
         }
     }
@@ -1196,17 +1201,62 @@ impl SmolPair {
         let Some(send) = self.rounds.plan(slots, width, total, 1, "smoltcp")? else {
             return Ok(());
         };
-        self.got.resize(self.conns.len(), 0);
-        for slot in send {
+        self.send_requests(send)?;
+        self.pump(k, None).map(drop)
+    }
+
+    /// The closed loop of [`SmolPair::rr`] bounded by time instead of by a
+    /// count, as [`KernelPair::rr_until`]: rounds over connections
+    /// `0..width` back to back, paced as `rr` paces them (see [`Rounds`]:
+    /// no connection more than one request ahead of the round, so the
+    /// sockets first in the set, which smoltcp's egress serves first,
+    /// cannot run ahead of the others), until `deadline` (the clock is
+    /// read once per pass of the loop). Returns the responses that came in,
+    /// each a whole [`MSG`]-byte response to a request of this loop.
+    ///
+    /// The loop never drains: requests in flight at the deadline stay in
+    /// flight, and the next call goes on where this one stopped.
+    pub fn rr_until(&mut self, width: usize, deadline: std::time::Instant) -> io::Result<u64> {
+        let k = width.min(self.conns.len());
+        if k == 0 {
+            return Err(io::Error::other("smoltcp rr: no connection"));
+        }
+        self.pump(k, Some(deadline))
+    }
+
+    /// Queues a request on each connection at `slots`.
+    fn send_requests(&mut self, slots: Vec<usize>) -> io::Result<()> {
+        for slot in slots {
             let (ch, _) = self.conns[slot];
             self.cset
                 .get_mut::<tcp::Socket>(ch)
                 .send_slice(&REQUEST)
                 .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
         }
+        Ok(())
+    }
+
+    /// Polls both interfaces, echoes on the server and counts the
+    /// responses of connections `0..k`. Without a deadline: until the
+    /// current rounds are complete. With one: rounds one after the other
+    /// until the deadline. Returns the responses counted.
+    fn pump(&mut self, k: usize, deadline: Option<std::time::Instant>) -> io::Result<u64> {
+        self.got.resize(self.conns.len(), 0);
+        let mut done = 0u64;
         let mut buf = [0u8; 2048];
         let mut spins = 0u64;
-        while self.rounds.behind > 0 {
+        loop {
+            match deadline {
+                None if self.rounds.behind == 0 => break,
+                None => {}
+                Some(deadline) if std::time::Instant::now() >= deadline => break,
+                // The round is complete: the next one starts.
+                Some(_) if !self.rounds.running(true) => {
+                    let send = self.rounds.start(0..k, 1, 1);
+                    self.send_requests(send)?;
+                }
+                Some(_) => {}
+            }
             let t = now();
             self.ciface.poll(t, &mut self.cdev, &mut self.cset);
             self.siface.poll(t, &mut self.sdev, &mut self.sset);
@@ -1224,9 +1274,11 @@ impl SmolPair {
                     let len = c
                         .recv_slice(&mut buf)
                         .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
+                    self.received += len as u64;
                     self.got[i] += len;
                     while self.got[i] >= MSG {
                         self.got[i] -= MSG;
+                        done += 1;
                         spins = 0;
                         if self.rounds.answer(i, true) {
                             c.send_slice(&REQUEST)
@@ -1240,7 +1292,7 @@ impl SmolPair {
                 return Err(stalled("smoltcp rr"));
             }
         }
-        Ok(())
+        Ok(done)
     }
 }
 
@@ -1254,6 +1306,130 @@ pub fn smol_rr(
         let start = std::time::Instant::now();
         pair.rr(width, iters * per_iter)?;
         Ok(start.elapsed())
+    }
+}
+
+/// The `rr` workload of stock smoltcp bounded by time, for connection
+/// counts where a whole round takes too long to measure (see
+/// [`crate::scenarios::rr`]): one iteration is a window of `window` of the
+/// closed loop of [`SmolPair::rr_until`] over `width` connections, and the
+/// time it reports is the time a round of `width` requests takes at the
+/// window's rate (the window's time × `width` / its responses), so that
+/// [`requests_per_second`]`(figure, width)` is the window's responses per
+/// second, as for a side measured in whole rounds. Every window is logged
+/// in `log`. A window without a single response is an error (stalled).
+pub fn smol_rr_windows(
+    mut pair: SmolPair,
+    width: usize,
+    window: Duration,
+    log: Rc<RefCell<WindowLog>>,
+) -> impl FnMut(u64) -> io::Result<Duration> {
+    move |iters| {
+        let mut round_time = Duration::ZERO;
+        for _ in 0..iters {
+            let start = std::time::Instant::now();
+            let responses = pair.rr_until(width, start + window)?;
+            let elapsed = start.elapsed();
+            if responses == 0 {
+                return Err(io::Error::other(format!(
+                    "smoltcp rr: no response in {:.1} s",
+                    elapsed.as_secs_f64()
+                )));
+            }
+            round_time += elapsed.mul_f64(width as f64 / responses as f64);
+            let answered = pair.rounds.conns.iter().map(|c| c.answered).collect();
+            log.borrow_mut().windows.push(Window {
+                responses,
+                elapsed,
+                answered,
+            });
+        }
+        Ok(round_time)
+    }
+}
+
+/// The windows a time-bounded side ran ([`smol_rr_windows`]), in order:
+/// warm-up, then the measured runs.
+#[derive(Debug, Default)]
+pub struct WindowLog {
+    /// One entry per window.
+    pub windows: Vec<Window>,
+}
+
+/// One window of [`smol_rr_windows`].
+#[derive(Debug)]
+pub struct Window {
+    /// Whole responses counted in the window.
+    pub responses: u64,
+    /// The window's wall time.
+    pub elapsed: Duration,
+    /// Each connection's responses so far, at the end of the window.
+    answered: Vec<u64>,
+}
+
+impl Window {
+    /// Responses per second.
+    pub fn rate(&self) -> f64 {
+        self.responses as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// What the last windows of a [`WindowLog`] (the measured ones) saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSummary {
+    /// The windows summed up.
+    pub windows: usize,
+    /// Their time in all.
+    pub time: Duration,
+    /// The windows before them (warm-up), and their time.
+    pub before: (usize, Duration),
+    /// Responses counted in them.
+    pub responses: u64,
+    /// The slowest and the fastest window, responses per second.
+    pub spread: (f64, f64),
+    /// Connections with at least one response in them.
+    pub answered: usize,
+    /// The fewest and the most responses one of those connections had in
+    /// them.
+    pub per_conn: (u64, u64),
+    /// The first and the last of those connections (their index in the
+    /// socket sets).
+    pub slots: (usize, usize),
+}
+
+impl WindowLog {
+    /// A summary of the last `last` windows (all of them if fewer), or
+    /// `None` with no window.
+    pub fn summary(&self, last: usize) -> Option<WindowSummary> {
+        let split = self.windows.len().saturating_sub(last.max(1));
+        let (before, measured) = self.windows.split_at(split);
+        let end = &measured.last()?.answered;
+        let deltas = end.iter().enumerate().map(|(i, &a)| {
+            let start = before.last().and_then(|w| w.answered.get(i)).copied();
+            a.saturating_sub(start.unwrap_or(0))
+        });
+        let slots: Vec<(usize, u64)> = deltas.enumerate().filter(|&(_, d)| d > 0).collect();
+        let answered: Vec<u64> = slots.iter().map(|&(_, d)| d).collect();
+        let rates = measured.iter().map(Window::rate);
+        Some(WindowSummary {
+            windows: measured.len(),
+            time: measured.iter().map(|w| w.elapsed).sum(),
+            before: (before.len(), before.iter().map(|w| w.elapsed).sum()),
+            responses: measured.iter().map(|w| w.responses).sum(),
+            spread: (
+                rates.clone().fold(f64::INFINITY, f64::min),
+                rates.fold(0.0, f64::max),
+            ),
+            answered: answered.len(),
+            per_conn: (
+                answered.iter().copied().min().unwrap_or(0),
+                answered.iter().copied().max().unwrap_or(0),
+            ),
+            slots: (
+                slots.first().map_or(0, |&(i, _)| i),
+                slots.last().map_or(0, |&(i, _)| i),
+            ),
+        })
     }
 }
 
@@ -1414,6 +1590,109 @@ mod tests {
                 .iter()
                 .all(|c| (6..=7).contains(&c.answered))
         );
+    }
+
+    #[test]
+    fn smol_rr_until_counts_whole_responses_and_paces_every_connection() {
+        let mut pair = SmolPair::new(4096);
+        pair.open(200).unwrap();
+        let answered = |pair: &SmolPair| -> Vec<u64> {
+            let mut a: Vec<u64> = pair.rounds.conns.iter().map(|c| c.answered).collect();
+            a.resize(200, 0);
+            a
+        };
+        let mut windows = 0;
+        // Windows of 5 ms until every connection had a response.
+        while answered(&pair).contains(&0) {
+            windows += 1;
+            assert!(windows <= 2000, "some connection never answered");
+            let before = (pair.received, pair.got.iter().sum::<usize>() as u64);
+            let counted: u64 = answered(&pair).iter().sum();
+            let deadline = std::time::Instant::now() + Duration::from_millis(5);
+            let done = pair.rr_until(200, deadline).unwrap();
+            // Every response counted is MSG bytes the client received.
+            let left = pair.got.iter().sum::<usize>() as u64;
+            let bytes = pair.received - before.0 + before.1 - left;
+            assert_eq!(bytes % MSG as u64, 0, "{bytes} bytes");
+            assert_eq!(done, bytes / MSG as u64);
+            assert_eq!(done, answered(&pair).iter().sum::<u64>() - counted);
+            // Paced: within the running round (every connection has
+            // finished the previous one), at most one request ahead.
+            let a = answered(&pair);
+            let (lo, hi) = (a.iter().min().unwrap(), a.iter().max().unwrap());
+            assert!(hi - lo <= 2, "{lo}..{hi} after {windows} windows");
+        }
+        // A deadline already past: no pass, no response.
+        assert_eq!(pair.rr_until(200, std::time::Instant::now()).unwrap(), 0);
+        // rr goes on from there.
+        pair.rr(200, 400).unwrap();
+        assert!(answered(&pair).iter().all(|&a| a >= pair.rounds.target));
+        let mut empty = SmolPair::new(4096);
+        assert!(empty.rr_until(1, std::time::Instant::now()).is_err());
+    }
+
+    #[test]
+    fn smol_rr_windows_reports_the_median_window_rate() {
+        let mut pair = SmolPair::new(4096);
+        pair.open(200).unwrap();
+        let log = Rc::new(RefCell::new(WindowLog::default()));
+        let window = Duration::from_millis(10);
+        let cfg = crate::measure::Config {
+            runs: 3,
+            warmup: Duration::ZERO,
+            warmup_iters: 2,
+            run_time: window,
+            quick: true,
+            fixed_iters: Some(1),
+        };
+        let side = boxed(Ok(smol_rr_windows(pair, 200, window, log.clone())));
+        let figures = super::super::measure_sides(&cfg, 1.0, vec![side]);
+        let rate = requests_per_second(figures[0].clone(), 200)
+            .value()
+            .unwrap();
+        let log = log.borrow();
+        // Two windows of warm-up, then the three runs.
+        assert_eq!(log.windows.len(), 5);
+        assert!(log.windows.iter().all(|w| w.elapsed >= window));
+        let mut rates: Vec<f64> = log.windows[2..].iter().map(Window::rate).collect();
+        let median = crate::measure::median(&mut rates);
+        assert!((rate - median).abs() <= median * 1e-6, "{rate} vs {median}");
+        let sum = log.summary(3).unwrap();
+        assert_eq!(sum.windows, 3);
+        assert_eq!(sum.before.0, 2);
+        let responses: u64 = log.windows[2..].iter().map(|w| w.responses).sum();
+        assert_eq!(sum.responses, responses);
+        assert!(sum.answered > 0 && sum.answered <= 200);
+        assert!(sum.spread.0 <= median && median <= sum.spread.1);
+    }
+
+    #[test]
+    fn window_summary_counts_the_measured_windows_only() {
+        let w = |responses, ms, answered: &[u64]| Window {
+            responses,
+            elapsed: Duration::from_millis(ms),
+            answered: answered.to_vec(),
+        };
+        let log = WindowLog {
+            windows: vec![
+                w(2, 1000, &[1, 1, 0, 0]),
+                w(3, 1000, &[2, 2, 1, 0]),
+                w(1, 500, &[2, 3, 1, 0]),
+            ],
+        };
+        let sum = log.summary(2).unwrap();
+        assert_eq!(sum.windows, 2);
+        assert_eq!(sum.before, (1, Duration::from_secs(1)));
+        assert_eq!(sum.time, Duration::from_millis(1500));
+        assert_eq!(sum.responses, 4);
+        assert_eq!(sum.spread, (2.0, 3.0));
+        // Connections 0, 1 and 2 answered (1, 2 and 1 times); 3 did not.
+        assert_eq!(sum.answered, 3);
+        assert_eq!(sum.per_conn, (1, 2));
+        assert_eq!(sum.slots, (0, 2));
+        // More windows asked for than logged: all of them.
+        assert_eq!(log.summary(9).unwrap().responses, 6);
+        assert_eq!(WindowLog::default().summary(1), None);
     }
 
     #[test]

@@ -59,6 +59,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::alloc_count::Counting;
 use crate::kernel;
 use crate::machine::Machine;
 use crate::measure::Config;
@@ -274,22 +275,31 @@ pub fn run(cfg: &Config) -> Report {
 fn measure_smol_windows(n: usize) -> (Figure, String) {
     let started = Instant::now();
     eprintln!("[rr] {} connections: stock smoltcp set-up", count(n));
-    let rss_before = net::rss_bytes().ok();
+    // The heap the pair keeps (the process's RSS does not tell: memory
+    // freed by the sides before is reused).
+    let counting = Counting::start();
     let mut pair = SmolPair::new(BUFFER);
-    if let Err(err) = pair.open(n) {
+    let opened = pair.open(n);
+    let heap = counting.as_ref().map(Counting::live_bytes);
+    drop(counting);
+    if let Err(err) = opened {
         return (
             Figure::Error(format!("smoltcp set-up: {err}")),
             format!("smoltcp at {}: set-up failed", count(n)),
         );
     }
     let setup = started.elapsed();
-    let rss = match (rss_before, net::rss_bytes().ok()) {
-        (Some(before), Some(after)) => format!(
-            "process RSS {:.2} GiB, {:.2} GiB more than before the set-up",
-            after as f64 / GIB,
-            after.saturating_sub(before) as f64 / GIB
+    let heap = match heap {
+        Some(bytes) => format!(
+            "the two socket sets keep {:.2} GiB of heap ({:.0} B per connection, both ends)",
+            bytes as f64 / GIB,
+            bytes as f64 / n as f64
         ),
-        _ => "RSS unreadable".to_owned(),
+        None => "heap not counted (another count was running)".to_owned(),
+    };
+    let rss = match net::rss_bytes() {
+        Ok(rss) => format!("{heap}, process RSS {:.2} GiB", rss as f64 / GIB),
+        Err(err) => format!("{heap}, RSS unreadable: {err}"),
     };
     eprintln!(
         "[rr] {} connections: stock smoltcp open in {:.1} s ({rss}); measuring {} windows of \

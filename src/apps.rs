@@ -37,7 +37,7 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use eventpoll::{CtlOp, EpollEvent, Errno, Events};
 use netdev::{LinkDevice, Pcap, Tap};
-use netstack::{AF_INET, Net, SOCK_NONBLOCK, SOCK_STREAM, Stack};
+use netstack::{AF_INET, Lookahead, Net, SOCK_NONBLOCK, SOCK_STREAM, Stack};
 use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
@@ -113,7 +113,7 @@ impl Wake for LinkDevice {
     }
 }
 
-impl<D: Device + Wake> Wake for Pcap<D> {
+impl<D: Device + Lookahead + Wake> Wake for Pcap<D> {
     fn wake_fd(&self) -> Option<RawFd> {
         self.get_ref().wake_fd()
     }
@@ -208,7 +208,7 @@ macro_rules! forward_sockets {
     };
 }
 
-impl<D: Device> Sockets for Stack<D> {
+impl<D: Device + Lookahead> Sockets for Stack<D> {
     forward_sockets!();
 }
 
@@ -221,7 +221,7 @@ impl Sockets for Net {
 /// anything), and when neither had work, sleep in `poll(2)` on the
 /// device's descriptor until a frame comes or the stack's next timer (at
 /// most 50 ms, to notice `stop`). Returns when `stop` is set.
-pub fn run<D: Device + Wake>(
+pub fn run<D: Device + Lookahead + Wake>(
     stack: &mut Stack<D>,
     clock: &Clock,
     stop: &AtomicBool,
@@ -256,7 +256,11 @@ pub fn run<D: Device + Wake>(
 /// `max` has passed: lets closed connections send their FIN and hear the
 /// peer's before a program exits (a program that exits at once leaves the
 /// peer's sockets open). Returns true if every connection finished.
-pub fn linger<D: Device + Wake>(stack: &mut Stack<D>, clock: &Clock, max: StdDuration) -> bool {
+pub fn linger<D: Device + Lookahead + Wake>(
+    stack: &mut Stack<D>,
+    clock: &Clock,
+    max: StdDuration,
+) -> bool {
     let start = std::time::Instant::now();
     let stop = AtomicBool::new(false);
     run(stack, clock, &stop, |st| {
@@ -823,7 +827,7 @@ pub struct Client {
 impl Client {
     /// Opens `conns` connections to `server` (non-blocking; they complete
     /// as the stack is polled).
-    pub fn connect<D: Device>(
+    pub fn connect<D: Device + Lookahead>(
         st: &mut Stack<D>,
         server: SocketAddrV4,
         conns: usize,
@@ -874,7 +878,7 @@ impl Client {
 
     /// One pass over the ready connections. Returns true if there were
     /// events.
-    pub fn step<D: Device>(&mut self, st: &mut Stack<D>) -> bool {
+    pub fn step<D: Device + Lookahead>(&mut self, st: &mut Stack<D>) -> bool {
         let max = self.events.len() as i32;
         let n = match st.epoll_wait(self.ep, &mut self.events, max, 0) {
             Ok(n) => n,
@@ -893,7 +897,7 @@ impl Client {
         n > 0
     }
 
-    fn on_ready<D: Device>(&mut self, st: &mut Stack<D>, fd: i32, events: Events) {
+    fn on_ready<D: Device + Lookahead>(&mut self, st: &mut Stack<D>, fd: i32, events: Events) {
         let Some(c) = self.conns.get_mut(&fd) else {
             return;
         };
@@ -963,7 +967,7 @@ impl Client {
         }
     }
 
-    fn finish<D: Device>(&mut self, st: &mut Stack<D>, fd: i32) {
+    fn finish<D: Device + Lookahead>(&mut self, st: &mut Stack<D>, fd: i32) {
         if self.conns.remove(&fd).is_some() {
             self.stats.finished += 1;
             let _ = st.close(fd);

@@ -28,7 +28,9 @@ use usertcp::apps::{
 };
 use usertcp::eventpoll::{CtlOp, EpollEvent, Events};
 use usertcp::netdev::{Tap, pcap_file};
-use usertcp::netstack::{AF_INET, NetThread, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
+use usertcp::netstack::{
+    AF_INET, Lookahead, NetThread, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig,
+};
 use usertcp::sys;
 
 const STACK: &str = "198.18.0.2";
@@ -167,7 +169,7 @@ impl<P: Protocol + Send + 'static> Drop for TapServer<P> {
     }
 }
 
-fn serve<D: Device + Wake, P: Protocol>(
+fn serve<D: Device + Lookahead + Wake, P: Protocol>(
     mut st: Stack<D>,
     clock: &Clock,
     port: u16,

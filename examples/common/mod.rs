@@ -29,7 +29,7 @@ use smoltcp::phy::Device;
 use smoltcp::wire::EthernetAddress;
 use usertcp::apps::{self, Client, Clock, Progress, Protocol, Server, ThreadedServer, Wake};
 use usertcp::netdev::{Link, LinkDevice, Tap, pcap_file};
-use usertcp::netstack::{Net, NetThread, Stack, StackConfig};
+use usertcp::netstack::{Lookahead, Net, NetThread, Stack, StackConfig};
 
 /// Where the stack's client side (for `--link`) sits.
 pub const LINK_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -196,7 +196,7 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-fn serve_on<D: Device + Wake, P: Protocol + Clone>(
+fn serve_on<D: Device + Lookahead + Wake, P: Protocol + Clone>(
     net: &Flags,
     mut st: Stack<D>,
     link: Option<(Stack<LinkDevice>, LinkClient)>,

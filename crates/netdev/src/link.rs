@@ -252,6 +252,14 @@ impl LinkDevice {
     }
 }
 
+impl LinkDevice {
+    /// Passes the `k`-th packet waiting to be received (0 = the next one)
+    /// to `f` without receiving it, if that many are waiting.
+    pub fn peek<R>(&self, k: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.rx.from_peer.peek_nth(k, f)
+    }
+}
+
 impl phy::Device for LinkDevice {
     type RxToken<'a> = LinkRxToken<'a>;
     type TxToken<'a> = LinkTxToken<'a>;

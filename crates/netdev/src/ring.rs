@@ -185,6 +185,25 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Passes the `k`-th queued packet (0 = the oldest) to `f` without
+    /// consuming it, if that many are queued.
+    pub(crate) fn peek_nth<R>(&self, k: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let head = self.ring.head.load(Ordering::Relaxed);
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        if k >= self.ring.distance(head, tail) {
+            return None;
+        }
+        let mut position = head + k;
+        if position >= 2 * self.ring.slots.len() {
+            position -= 2 * self.ring.slots.len();
+        }
+        let slot = self.ring.slot(position).lock();
+        // `len <= buf.len()` (module invariants); the fallback is never taken.
+        Some(f(slot.buf.get(..slot.len).unwrap_or_default()))
+    }
+}
+
 impl Pending<'_> {
     /// Passes the packet to `f`, then frees its slot.
     pub(crate) fn consume<R, F>(self, f: F) -> R
@@ -290,6 +309,27 @@ mod tests {
         assert!(push(&mut tx, b"x"));
         let _ = rx.peek();
         assert_eq!(pop(&mut rx).as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn peek_nth_shows_each_queued_packet_across_the_wrap_without_consuming() {
+        let (mut tx, mut rx) = channel(3, 8);
+        for round in 0u8..7 {
+            // Positions move around the ring (and past its 2n wrap).
+            assert!(push(&mut tx, &[round, 0]) && push(&mut tx, &[round, 1]));
+            assert!(push(&mut tx, &[round, 2]));
+            for k in 0..3u8 {
+                assert_eq!(rx.peek_nth(k.into(), <[u8]>::to_vec), Some(vec![round, k]));
+            }
+            assert_eq!(rx.peek_nth(3, <[u8]>::to_vec), None);
+            assert_eq!(rx.len(), 3, "peeking consumes nothing");
+            assert_eq!(pop(&mut rx), Some(vec![round, 0]));
+            assert_eq!(rx.peek_nth(0, <[u8]>::to_vec), Some(vec![round, 1]));
+            assert_eq!(rx.peek_nth(2, <[u8]>::to_vec), None);
+            assert_eq!(pop(&mut rx), Some(vec![round, 1]));
+            assert_eq!(pop(&mut rx), Some(vec![round, 2]));
+            assert_eq!(rx.peek_nth(0, <[u8]>::to_vec), None);
+        }
     }
 
     #[test]

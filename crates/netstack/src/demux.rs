@@ -110,6 +110,17 @@ impl Demux {
         self.find(&key).map(|i| self.slots[i].conn)
     }
 
+    /// Hints the CPU to bring `tuple`'s home slot into cache.
+    pub(crate) fn prefetch(&self, tuple: &FourTuple) {
+        if self.len == 0 {
+            // No slots yet (and no home: the shift would be 64).
+            return;
+        }
+        if let Some(slot) = self.slots.get(self.home(&Key::of(tuple))) {
+            crate::lookahead::prefetch(slot, std::mem::size_of::<Slot>());
+        }
+    }
+
     /// True if `tuple` has a connection.
     pub(crate) fn contains_key(&self, tuple: &FourTuple) -> bool {
         self.find(&Key::of(tuple)).is_some()

@@ -95,6 +95,7 @@
 #![deny(unsafe_code)]
 
 mod demux;
+mod lookahead;
 mod socket;
 mod stack;
 #[allow(unsafe_code)] // the stack thread's system calls, each with its SAFETY
@@ -102,13 +103,14 @@ mod sys;
 pub mod threaded;
 mod timer;
 
+pub use lookahead::Lookahead;
 pub use socket::{File, Socket};
 pub use stack::{
     AF_INET, CONNECT_TIMEOUT, DEFAULT_BUFFER, EPHEMERAL_FIRST, EPHEMERAL_LAST, F_GETFD, F_GETFL,
     F_SETFD, F_SETFL, FD_CLOEXEC, FourTuple, IPPROTO_TCP, KEEPALIVE_IDLE, KEEPALIVE_PROBING,
-    MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, RETRANSMIT_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR,
-    SO_ERROR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK,
-    SOCK_STREAM, SOL_SOCKET, Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
+    MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, PREFETCH_MIN_CONNS, RETRANSMIT_TIMEOUT, SHUT_RD,
+    SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC,
+    SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
 };
 pub use threaded::{
     Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SleepDevice, TcpListener, TcpStream,

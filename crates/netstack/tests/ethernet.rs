@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 
 use eventpoll::Errno;
-use netstack::{AF_INET, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
+use netstack::{AF_INET, Lookahead, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::{Duration, Instant};
 
@@ -76,6 +76,20 @@ impl phy::TxToken for Tx {
     }
 }
 
+/// The wire shows its queue, so these tests also run the stack's
+/// prefetching over Ethernet frames.
+impl Lookahead for Wire {
+    fn peek<R>(&self, k: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.shared.borrow().queues[self.side]
+            .get(k)
+            .map(|frame| f(frame))
+    }
+
+    fn waiting(&self) -> usize {
+        self.shared.borrow().queues[self.side].len()
+    }
+}
+
 impl Device for Wire {
     type RxToken<'a> = Rx;
     type TxToken<'a> = Tx;
@@ -101,6 +115,8 @@ impl Device for Wire {
 fn stack(dev: Wire, addr: Ipv4Addr, seed: u64, now: Instant) -> Stack<Wire> {
     let mut config = StackConfig::new(addr, 24);
     config.seed = Some(seed);
+    // Prefetching on at any count: these tests also run it over Ethernet.
+    config.prefetch_min_conns = 0;
     Stack::new(dev, config, now).unwrap()
 }
 

@@ -802,6 +802,9 @@ impl smoltcp::phy::Device for StuckDevice {
     }
 }
 
+/// No look-ahead: the stack runs without prefetching.
+impl netstack::Lookahead for StuckDevice {}
+
 impl netstack::SleepDevice for StuckDevice {
     fn readiness_fd(&self) -> std::io::Result<Option<std::os::fd::RawFd>> {
         Ok(Some(std::os::fd::AsRawFd::as_raw_fd(&self.fd)))

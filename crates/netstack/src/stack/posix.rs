@@ -9,7 +9,7 @@
 
 use super::*;
 
-impl<D: Device> Stack<D> {
+impl<D: Device + Lookahead> Stack<D> {
     // ---- socket calls -------------------------------------------------
 
     /// `socket(AF_INET, SOCK_STREAM [| SOCK_NONBLOCK | SOCK_CLOEXEC], 0 or
@@ -244,7 +244,7 @@ impl<D: Device> Stack<D> {
         core.demux.insert(tuple, cid);
         if let Some(conn) = core.conn_mut(cid) {
             conn.in_demux = true;
-            conn.last = conn.snap();
+            conn.resnap();
         }
         core.entry_mut(id)?.kind = Kind::Conn(cid);
         core.mark_dirty(cid);
@@ -270,6 +270,11 @@ impl<D: Device> Stack<D> {
         let sock = conn.tcp_mut();
         if sock.recv_queue() > 0 && !buf.is_empty() {
             let n = sock.recv_slice(buf).unwrap_or(0);
+            if sock.recv_queue() == 0 {
+                // Drained: the next segment's payload goes where the read
+                // stopped (an empty slice there points at it).
+                conn.rx_next_at = sock.peek(0).map_or(0, |rest| rest.as_ptr() as usize);
+            }
             self.user_step(cid);
             trace!(fd, bytes = n, "recv");
             return Ok(n);

@@ -151,7 +151,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(200);
 ///   false.
 /// - A device with no descriptor returns `Ok(None)`; the thread then wakes
 ///   every millisecond to look for packets.
-pub trait SleepDevice: Device {
+pub trait SleepDevice: Device + crate::Lookahead {
     /// The descriptor to sleep on, enabling it if needed. Called once, on
     /// the stack thread before its loop starts.
     fn readiness_fd(&self) -> std::io::Result<Option<RawFd>>;

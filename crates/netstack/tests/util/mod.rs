@@ -44,6 +44,10 @@ impl Pair {
         let mut cc = StackConfig::new(CLIENT, 15);
         cc.seed = Some(2);
         cc.buffer_size = buffer_size;
+        // Prefetching on at any count, so that every test also runs it (and,
+        // in debug builds, checks it stays in step with the link).
+        sc.prefetch_min_conns = 0;
+        cc.prefetch_min_conns = 0;
         Pair {
             server: Stack::new(a, sc, now).unwrap(),
             client: Stack::new(b, cc, now).unwrap(),

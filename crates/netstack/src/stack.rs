@@ -837,6 +837,7 @@ impl<D: Device + Lookahead> Stack<D> {
             let Some(id) = core.dirty.pop_front() else {
                 break;
             };
+            core.prefetch_dirty();
             busy |= egress(device, iface, core, id) > 0;
             if core.tx_blocked {
                 // The device is full: the connections not yet visited keep
@@ -1275,6 +1276,23 @@ impl Core {
     /// The 4-tuple of a frame waiting in the device, for prefetching.
     fn peeked_tuple(&self, frame: &[u8]) -> Option<FourTuple> {
         quick_tuple(frame.get(self.link_header..)?)
+    }
+
+    /// The same for egress over the dirty list, before its front is sent:
+    /// the `Conn` two ahead, the socket of the next one.
+    fn prefetch_dirty(&self) {
+        if self.conn_count < self.prefetch_min_conns {
+            return;
+        }
+        if let Some(slot) = self.dirty.get(1).and_then(|&id| self.conns.get(id as usize)) {
+            prefetch(slot, std::mem::size_of::<Option<Conn>>());
+        }
+        if let Some(conn) = self.dirty.front().and_then(|&id| self.conn(id)) {
+            prefetch(
+                conn.socket_at as *const tcp::Socket,
+                std::mem::size_of::<tcp::Socket>(),
+            );
+        }
     }
 
     /// Runs the prefetch chain ahead of ingress (see the `lookahead`

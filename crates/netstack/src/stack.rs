@@ -374,6 +374,9 @@ struct Conn {
     /// the last `recv` that drained it (0: unknown), for prefetching only;
     /// never dereferenced.
     rx_next_at: usize,
+    /// Where the owning socket's [`Socket`] lives (0: no owner), for
+    /// prefetching only; never dereferenced.
+    file_at: usize,
 }
 
 impl Conn {
@@ -1150,6 +1153,7 @@ impl Core {
             },
             socket_at: 0,
             rx_next_at: 0,
+            file_at: 0,
         };
         conn.socket_at = std::ptr::from_ref(conn.tcp()) as usize;
         let sock = conn.tcp_mut();
@@ -1284,7 +1288,11 @@ impl Core {
         if self.conn_count < self.prefetch_min_conns {
             return;
         }
-        if let Some(slot) = self.dirty.get(1).and_then(|&id| self.conns.get(id as usize)) {
+        if let Some(slot) = self
+            .dirty
+            .get(1)
+            .and_then(|&id| self.conns.get(id as usize))
+        {
             prefetch(slot, std::mem::size_of::<Option<Conn>>());
         }
         if let Some(conn) = self.dirty.front().and_then(|&id| self.conn(id)) {
@@ -1338,6 +1346,13 @@ impl Core {
             );
             if conn.rx_next_at != 0 {
                 prefetch(conn.rx_next_at as *const u8, 1);
+            }
+            // The socket layer the segment's events go to.
+            if let Some(slot) = conn.sock.and_then(|sid| self.socks.get(sid.index as usize)) {
+                prefetch(slot, std::mem::size_of_val(slot));
+            }
+            if conn.file_at != 0 {
+                prefetch(conn.file_at as *const Socket, std::mem::size_of::<Socket>());
             }
         }
     }

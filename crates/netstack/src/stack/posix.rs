@@ -158,9 +158,7 @@ impl<D: Device + Lookahead> Stack<D> {
             }
         };
         let sid = self.sock_id(nfd)?;
-        if let Some(conn) = self.core.conn_mut(cid) {
-            conn.sock = Some(sid);
-        }
+        conn_set_owner(&mut self.core, cid, sid);
         self.core.refresh(sid);
         trace!(fd, new_fd = nfd, %peer, "accept");
         Ok((nfd, peer))
@@ -711,7 +709,11 @@ fn entry_never_connected(core: &Core, cid: ConnId) -> bool {
 }
 
 fn conn_set_owner(core: &mut Core, cid: ConnId, sock: SockId) {
+    let file_at = core
+        .entry(sock)
+        .map_or(0, |entry| entry.handle.as_ptr() as usize);
     if let Some(conn) = core.conn_mut(cid) {
         conn.sock = Some(sock);
+        conn.file_at = file_at;
     }
 }

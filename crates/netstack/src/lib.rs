@@ -25,6 +25,12 @@
 //!   header itself); a dirty list limits egress to the connections touched;
 //!   a hashed timer wheel fed by each connection's `poll_at` runs
 //!   smoltcp's timers. See the `stack` module docs for the data path.
+//! - **Prefetching** on devices that can show their queue ([`Lookahead`]:
+//!   `netdev::LinkDevice`, a capture of one): with many connections
+//!   ([`StackConfig::prefetch_min_conns`]), [`Stack::poll`] brings the
+//!   demux slot, connection, smoltcp socket, receive-buffer line and socket
+//!   entry of the packets waiting behind the current one into cache, one
+//!   link of that chain of misses per packet (the `lookahead` module).
 //! - **Listeners** with an accept queue and a backlog: a SYN to a listening
 //!   port makes a connection on the spot; SYNs past the backlog are dropped
 //!   and counted, and the client's retransmitted SYN gets in once the

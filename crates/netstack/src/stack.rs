@@ -377,6 +377,10 @@ struct Conn {
     /// Where the owning socket's [`Socket`] lives (0: no owner), for
     /// prefetching only; never dereferenced.
     file_at: usize,
+    /// Where the send buffer starts (0: not known yet): the next `send`
+    /// writes there when the buffer is empty, as it is between a request
+    /// and its response. For prefetching only; never dereferenced.
+    tx_start_at: usize,
 }
 
 impl Conn {
@@ -1154,6 +1158,7 @@ impl Core {
             socket_at: 0,
             rx_next_at: 0,
             file_at: 0,
+            tx_start_at: 0,
         };
         conn.socket_at = std::ptr::from_ref(conn.tcp()) as usize;
         let sock = conn.tcp_mut();
@@ -1346,6 +1351,9 @@ impl Core {
             );
             if conn.rx_next_at != 0 {
                 prefetch(conn.rx_next_at as *const u8, 1);
+            }
+            if conn.tx_start_at != 0 {
+                prefetch(conn.tx_start_at as *const u8, 1);
             }
             // The socket layer the segment's events go to.
             if let Some(slot) = conn.sock.and_then(|sid| self.socks.get(sid.index as usize)) {

@@ -311,7 +311,7 @@ impl<D: Device + Lookahead> Stack<D> {
             return Err(Errno::EPIPE);
         }
         let conn = core.conn_mut(cid).ok_or(Errno::EPIPE)?;
-        let sock = conn.tcp_mut();
+        let sock = conn.tcp();
         match sock.state() {
             State::SynSent | State::SynReceived => return Err(Errno::EAGAIN),
             State::Established | State::CloseWait => {}
@@ -320,6 +320,16 @@ impl<D: Device + Lookahead> Stack<D> {
         if buf.is_empty() {
             return Ok(0);
         }
+        if conn.tx_start_at == 0 && sock.send_queue() == 0 {
+            // Where an empty send buffer starts over: a zero-byte enqueue
+            // into it shows its free space from there, changing nothing.
+            let start = conn
+                .tcp_mut()
+                .send(|free: &mut [u8]| (0, free.as_ptr() as usize))
+                .unwrap_or(0);
+            conn.tx_start_at = start;
+        }
+        let sock = conn.tcp_mut();
         let n = sock.send_slice(buf).map_err(|_| Errno::EPIPE)?;
         if n == 0 {
             return Err(Errno::EAGAIN);

@@ -9,9 +9,18 @@
 //! [`Stack::poll`](crate::Stack::poll) run that chain a few packets ahead,
 //! one link per packet: while it processes packet *i*, it prefetches the
 //! demux slot of packet *i + 3*, the `Conn` of packet *i + 2* (its slot
-//! came in one packet ago) and the socket of packet *i + 1* (its `Conn`
-//! came in one packet ago). A prefetch is a hint: it changes no state,
+//! came in one packet ago), and for packet *i + 1* (its `Conn` came in one
+//! packet ago) the smoltcp socket, the receive-buffer line its payload
+//! will go to, the send buffer's first line (where the reply will be
+//! written), and the socket entry and `Socket` its events will go to. The
+//! `Conn` keeps those addresses, learnt when they were last hot. Egress
+//! over the dirty list runs the same chain (the `Conn` two ahead, the
+//! socket of the next one). A prefetch is a hint: it changes no state,
 //! and a wrong address costs nothing but the hint.
+//!
+//! Below [`StackConfig::prefetch_min_conns`](crate::StackConfig)
+//! connections nothing is prefetched: there connection state stays in
+//! cache, and the look-ahead only costs.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

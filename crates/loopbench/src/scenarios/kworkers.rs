@@ -33,7 +33,7 @@
 //! closes their stdins, then kills and reaps whatever is left on drop, so
 //! no exit path of the parent leaves a worker behind.
 //!
-//! **Measuring** ([`measure`]): every run sends `run <ms>` to all workers at
+//! **Measuring** ([`measure()`]): every run sends `run <ms>` to all workers at
 //! once; its rate is the sum of their responses over the run's wall time
 //! (from the first command sent to the last answer read). The workers' CPU
 //! time over the runs' wall time shows what share of the core they had

@@ -242,10 +242,15 @@ impl Ring {
         }
     }
 
-    /// Packets between `head` and `tail`.
+    /// Packets between `head` and `tail` (both in `0..2n`; a compare, not
+    /// a `%`: the slot count is rarely a power of two, and this runs for
+    /// every packet sent and received).
     fn distance(&self, head: usize, tail: usize) -> usize {
-        let wrap = 2 * self.slots.len();
-        (tail + wrap - head) % wrap
+        if tail >= head {
+            tail - head
+        } else {
+            tail + 2 * self.slots.len() - head
+        }
     }
 }
 

@@ -395,6 +395,14 @@ impl Conn {
         self.set.get_mut::<tcp::Socket>(self.handle)
     }
 
+    /// Prefetches its smoltcp socket.
+    fn prefetch_socket(&self) {
+        prefetch(
+            self.socket_at as *const tcp::Socket,
+            std::mem::size_of::<tcp::Socket>(),
+        );
+    }
+
     /// Takes a new snapshot into `last`; returns the previous one and the
     /// new one.
     ///
@@ -1293,18 +1301,18 @@ impl Core {
         if self.conn_count < self.prefetch_min_conns {
             return;
         }
-        if let Some(slot) = self
-            .dirty
-            .get(1)
-            .and_then(|&id| self.conns.get(id as usize))
-        {
-            prefetch(slot, std::mem::size_of::<Option<Conn>>());
+        if let Some(&id) = self.dirty.get(1) {
+            self.prefetch_conn(id);
         }
         if let Some(conn) = self.dirty.front().and_then(|&id| self.conn(id)) {
-            prefetch(
-                conn.socket_at as *const tcp::Socket,
-                std::mem::size_of::<tcp::Socket>(),
-            );
+            conn.prefetch_socket();
+        }
+    }
+
+    /// Prefetches connection `id`'s `Conn`.
+    fn prefetch_conn(&self, id: ConnId) {
+        if let Some(slot) = self.conns.get(id as usize) {
+            prefetch(slot, std::mem::size_of::<Option<Conn>>());
         }
     }
 
@@ -1334,8 +1342,8 @@ impl Core {
             && let Some(tuple) = &entry.tuple
         {
             entry.conn = self.demux.get(tuple);
-            if let Some(slot) = entry.conn.and_then(|id| self.conns.get(id as usize)) {
-                prefetch(slot, std::mem::size_of::<Option<Conn>>());
+            if let Some(id) = entry.conn {
+                self.prefetch_conn(id);
             }
         }
         // One ahead: its `Conn` came in one packet ago; now its socket.
@@ -1345,10 +1353,7 @@ impl Core {
             .and_then(|entry| entry.conn)
             .and_then(|id| self.conn(id))
         {
-            prefetch(
-                conn.socket_at as *const tcp::Socket,
-                std::mem::size_of::<tcp::Socket>(),
-            );
+            conn.prefetch_socket();
             if conn.rx_next_at != 0 {
                 prefetch(conn.rx_next_at as *const u8, 1);
             }

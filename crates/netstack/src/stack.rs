@@ -1298,7 +1298,7 @@ impl Core {
     /// The same for egress over the dirty list, before its front is sent:
     /// the `Conn` two ahead, the socket of the next one.
     fn prefetch_dirty(&self) {
-        if self.conn_count < self.prefetch_min_conns {
+        if !self.prefetching() {
             return;
         }
         if let Some(&id) = self.dirty.get(1) {
@@ -1307,6 +1307,13 @@ impl Core {
         if let Some(conn) = self.dirty.front().and_then(|&id| self.conn(id)) {
             conn.prefetch_socket();
         }
+    }
+
+    /// True from `prefetch_min_conns` connections on; below, everything
+    /// fits in cache and prefetching (and learning addresses for it)
+    /// would only cost.
+    fn prefetching(&self) -> bool {
+        self.conn_count >= self.prefetch_min_conns
     }
 
     /// Prefetches connection `id`'s `Conn`.
@@ -1320,8 +1327,7 @@ impl Core {
     /// module), before the packet at the front of the device's queue is
     /// received. `ahead[k]` is what is known of the `k`-th packet waiting.
     fn prefetch_ahead<D: Lookahead>(&mut self, device: &D) {
-        if self.conn_count < self.prefetch_min_conns {
-            // Everything fits in cache: prefetching would only cost.
+        if !self.prefetching() {
             return;
         }
         if self.ahead.is_empty() && device.waiting() < 2 {

@@ -264,11 +264,12 @@ impl<D: Device + Lookahead> Stack<D> {
         };
         let shut_rd = entry.shut_rd;
         let pending_error = entry.error;
+        let prefetching = core.prefetching();
         let conn = core.conn_mut(cid).ok_or(Errno::ENOTCONN)?;
         let sock = conn.tcp_mut();
         if sock.recv_queue() > 0 && !buf.is_empty() {
             let n = sock.recv_slice(buf).unwrap_or(0);
-            if sock.recv_queue() == 0 {
+            if prefetching && sock.recv_queue() == 0 {
                 // Drained: the next segment's payload goes where the read
                 // stopped (an empty slice there points at it).
                 conn.rx_next_at = sock.peek(0).map_or(0, |rest| rest.as_ptr() as usize);

@@ -13,6 +13,9 @@ cargo test --workspace --all-targets
 echo "== doc tests =="
 cargo test --workspace --doc
 
+echo "== netstack without its trace events (the build loopbench measures) =="
+cargo test -p netstack --no-default-features --test trace_events
+
 echo "== loom models (eventpoll, netdev) =="
 # loom rebuilds the crates with its model-checked primitives; a separate
 # target directory keeps the ordinary build cache intact.

@@ -245,7 +245,7 @@ impl ReadyShared {
             || (!key.is_empty() && (key & mask).is_empty())
         {
             drop(ready);
-            tracing::trace!(
+            trace!(
                 epoll = self.poll_wait.id(),
                 fd = item.key.fd,
                 ?key,
@@ -291,7 +291,7 @@ impl ReadyShared {
             }
         };
         drop(ready);
-        tracing::trace!(
+        trace!(
             epoll = self.poll_wait.id(),
             fd = item.key.fd,
             ?key,
@@ -336,7 +336,7 @@ impl ReadyShared {
         self.maybe_ready.store(true, Ordering::Release);
         let wake = ready.take_sleeper();
         drop(ready);
-        tracing::trace!(
+        trace!(
             epoll = self.poll_wait.id(),
             fd = item.key.fd,
             wake,
@@ -824,7 +824,7 @@ impl EventPoll {
                     // meanwhile (a wake-up racing the timeout is not lost).
                     if ready.wake_tokens > 0 {
                         ready.wake_tokens -= 1;
-                        tracing::trace!(epoll = self.shared.poll_wait.id(), "waiter woken");
+                        trace!(epoll = self.shared.poll_wait.id(), "waiter woken");
                         break;
                     }
                     if ready.interrupted {
@@ -900,7 +900,7 @@ impl EventPoll {
             }
         }
         self.done_scan(txlist, delivered_lt, stale);
-        tracing::trace!(
+        trace!(
             epoll = self.shared.poll_wait.id(),
             events = n,
             stale,
@@ -944,7 +944,7 @@ impl EventPoll {
         self.shared.update_hint(&ready);
         drop(ready);
         if wake_next {
-            tracing::trace!(
+            trace!(
                 epoll = self.shared.poll_wait.id(),
                 "items left after the harvest: chain wake"
             );

@@ -23,8 +23,9 @@
 //!
 //! Each step emits a `tracing` event at trace level (callback: filtered,
 //! enqueue or dedupe; waiter woken; harvest; chain wake), so a subscriber at
-//! `RUST_LOG=trace` shows how an event travels. With no subscriber an event
-//! costs one cached level check.
+//! `RUST_LOG=trace` shows how an event travels. The events are compiled in by
+//! the `trace` feature (on by default); with no subscriber each costs a
+//! cached level check, and without the feature nothing at all.
 //!
 //! The syscall-shaped API ([`FdTable::epoll_create1`],
 //! [`FdTable::epoll_ctl`], [`FdTable::epoll_wait`]) adds file descriptors
@@ -109,6 +110,20 @@
 //! link, so unlinking on `Del` is O(1).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+/// A `tracing` event at trace level, compiled in only with the crate's
+/// `trace` feature (on by default). Without the feature the event is dead
+/// code (`cfg!` is a constant `false`): its arguments still type-check, so
+/// both builds see the same code, but nothing of it is emitted, not even the
+/// cached level check a disabled event costs. Benchmarks build without it
+/// (loopbench does), applications that want `RUST_LOG=trace` keep it.
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if cfg!(feature = "trace") {
+            ::tracing::trace!($($arg)*);
+        }
+    };
+}
 
 #[allow(unsafe_code)] // one unsafe block: unlinking from the intrusive ready list
 mod epoll;

@@ -403,6 +403,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(out, "{}", self.title);
         let _ = writeln!(out, "machine: {}", self.machine.summary());
+        let _ = writeln!(out, "build: {}", build_summary());
         let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
         let head = render(&header);
         let _ = writeln!(out, "{head}");
@@ -461,12 +462,13 @@ impl Report {
         let _ = writeln!(
             out,
             "  \"config\": {{\"quick\": {}, \"runs\": {}, \"run_ms\": {}, \"warmup_ms\": {}, \
-             \"warmup_iters\": {}}},",
+             \"warmup_iters\": {}, \"trace_events\": {}}},",
             self.config.quick,
             self.config.runs,
             self.config.run_time.as_millis(),
             self.config.warmup.as_millis(),
-            self.config.warmup_iters
+            self.config.warmup_iters,
+            netstack::TRACE_EVENTS
         );
         let _ = writeln!(out, "  \"results\": [");
         for (i, row) in self.rows.iter().enumerate() {
@@ -540,6 +542,22 @@ pub fn format_number(v: f64) -> String {
 
 fn format_ratio(ratio: Option<f64>) -> String {
     ratio.map_or("-".to_owned(), |r| format!("{}x", format_number(r)))
+}
+
+/// The build line of every report: a release build or not, and whether
+/// netstack's trace events are compiled in (`--features trace`).
+fn build_summary() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug build (figures are not meaningful)"
+    } else {
+        "release build"
+    };
+    let trace = if netstack::TRACE_EVENTS {
+        "netstack/eventpoll trace events compiled in (disabled: no subscriber)"
+    } else {
+        "netstack/eventpoll trace events compiled out (`--features trace` compiles them in)"
+    };
+    format!("{profile}; {trace}")
 }
 
 fn json_num(v: f64) -> String {

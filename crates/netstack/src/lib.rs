@@ -64,11 +64,16 @@
 //!   removes its epoll registrations (Linux's file-description rule).
 //! - **Tracing**: every step emits a `tracing` event at trace level
 //!   (segment in with its 4-tuple and flags, state change, mask raised and
-//!   wake, dirty, egress, timer, accept, harvest). With no subscriber, or
-//!   trace disabled, each costs one cached level check: compiling them all
-//!   out (`tracing/max_level_off`) saves 2.9 % of the instructions of a
-//!   run-to-completion round trip (callgrind, 12.4k instructions per round
-//!   trip), below the run-to-run noise of the benchmarks.
+//!   wake, dirty, egress, timer, accept, harvest), and eventpoll's own
+//!   (callback, enqueue or dedupe, harvest). They are compiled in by the
+//!   `trace` feature, on by default ([`TRACE_EVENTS`] tells). With it, an
+//!   event with no subscriber costs a cached level check, and the checks
+//!   and the code around them were 2.6 % of the instructions of a
+//!   run-to-completion round trip (callgrind, 12.8k instructions per round
+//!   trip, both stacks). Without it the events are dead code and cost
+//!   nothing: loopbench measures that build (`default-features = false`;
+//!   its `trace` feature measures the other). The
+//!   `tests/trace_events.rs` test checks both builds.
 //!
 //! ## What it does not do (yet)
 //!
@@ -84,9 +89,6 @@
 //!   [`RETRANSMIT_TIMEOUT`] of silence, Linux's `tcp_retries2`, and an
 //!   orphan after [`ORPHAN_TIMEOUT`].)
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
-//! - Tracing inside eventpoll: its callback, enqueue and dedupe steps show
-//!   as the epoll's counters on each harvest event, not as events of their
-//!   own (eventpoll has no tracing).
 //!
 //! ## Invariants
 //!
@@ -100,6 +102,20 @@
 //!   handed to smoltcp or dropped, bad arguments are errno.
 #![deny(unsafe_code)]
 
+/// A `tracing` event at trace level, compiled in only with the crate's
+/// `trace` feature (on by default). Without the feature the event is dead
+/// code (`cfg!` is a constant `false`): its arguments still type-check, so
+/// both builds see the same code, but nothing of it is emitted, not even the
+/// cached level check a disabled event costs. Benchmarks build without it
+/// (loopbench does), applications that want `RUST_LOG=trace` keep it.
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if cfg!(feature = "trace") {
+            ::tracing::trace!($($arg)*);
+        }
+    };
+}
+
 mod demux;
 mod lookahead;
 mod socket;
@@ -108,6 +124,11 @@ mod stack;
 mod sys;
 pub mod threaded;
 mod timer;
+
+/// Whether this build has netstack's trace-level events compiled in (its
+/// `trace` feature, which also turns on eventpoll's). Benchmarks print it
+/// beside their figures.
+pub const TRACE_EVENTS: bool = cfg!(feature = "trace");
 
 pub use lookahead::Lookahead;
 pub use socket::{File, Socket};

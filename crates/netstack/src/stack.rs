@@ -83,7 +83,6 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol,
     Ipv4Packet, TcpPacket,
 };
-use tracing::trace;
 
 use crate::demux::Demux;
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};

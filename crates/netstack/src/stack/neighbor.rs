@@ -46,7 +46,6 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Cidr,
 };
-use tracing::trace;
 
 use super::{Core, OneShot};
 

@@ -568,7 +568,8 @@ impl<D: Device + Lookahead> Stack<D> {
         timeout_ms: i32,
     ) -> Result<usize, Errno> {
         let n = self.files.epoll_wait(epfd, events, maxevents, timeout_ms)?;
-        if tracing::enabled!(tracing::Level::TRACE)
+        if cfg!(feature = "trace")
+            && tracing::enabled!(tracing::Level::TRACE)
             && let Ok(file) = self.files.get(epfd)
             && let Some(ep) = eventpoll::FileDescription::event_poll(&file)
         {

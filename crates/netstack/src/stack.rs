@@ -893,6 +893,36 @@ impl<D: Device + Lookahead> Stack<D> {
         }
     }
 
+    /// After a `send` queued data on connection `id`: [`user_step`]'s work,
+    /// without its first `poll_at`. Queued data almost always has a segment
+    /// to go now, so egress is tried straight away; when smoltcp holds it
+    /// back (a closed window, Nagle) the attempt finds nothing, and egress
+    /// settles the connection from its own `poll_at` as before. The
+    /// snapshot always differs after a send (less send space), so settling
+    /// as egress rather than as a user call refreshes the socket all the
+    /// same, and a send never closes the connection, so the cause cannot
+    /// change an error. Saves one `poll_at` (about 160 instructions) per
+    /// send.
+    ///
+    /// [`user_step`]: Stack::user_step
+    pub(crate) fn send_step(&mut self, id: ConnId) {
+        if self.core.tx_blocked {
+            self.user_step(id);
+            return;
+        }
+        let Stack {
+            device,
+            iface,
+            core,
+            ..
+        } = self;
+        let Some(conn) = core.conn_mut(id) else {
+            return;
+        };
+        conn.dirty = true;
+        egress(device, iface, core, id);
+    }
+
     /// How long the caller may wait before the next [`poll`](Stack::poll):
     /// zero if work is pending, the earliest timer otherwise, `None` if
     /// nothing is scheduled (only a packet or a call can create work).

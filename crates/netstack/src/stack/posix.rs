@@ -335,7 +335,7 @@ impl<D: Device + Lookahead> Stack<D> {
         if n == 0 {
             return Err(Errno::EAGAIN);
         }
-        self.user_step(cid);
+        self.send_step(cid);
         trace!(fd, bytes = n, "send");
         Ok(n)
     }

@@ -869,6 +869,22 @@ impl<D: Device + Lookahead> Stack<D> {
     /// data, a FIN, a window update), send it now, as Linux's
     /// `tcp_sendmsg` and `tcp_recvmsg` do, instead of at the next poll.
     pub(crate) fn user_step(&mut self, id: ConnId) {
+        self.call_step(id, false);
+    }
+
+    /// After a `recv` took data from connection `id`: [`user_step`]'s work,
+    /// with the short settle of [`settle_after_recv`] when smoltcp has
+    /// nothing to send.
+    ///
+    /// [`user_step`]: Stack::user_step
+    /// [`settle_after_recv`]: Core::settle_after_recv
+    pub(crate) fn recv_step(&mut self, id: ConnId) {
+        self.call_step(id, true);
+    }
+
+    /// [`user_step`](Stack::user_step) (`after_recv`: after a `recv`, see
+    /// [`recv_step`](Stack::recv_step)).
+    fn call_step(&mut self, id: ConnId, after_recv: bool) {
         let Stack {
             device,
             iface,
@@ -885,6 +901,8 @@ impl<D: Device + Lookahead> Stack<D> {
             // Something to send: egress settles the connection after it.
             conn.dirty = true;
             egress(device, iface, core, id);
+        } else if after_recv {
+            core.settle_after_recv(at, id);
         } else {
             // Nothing to send now, or the device refused a packet since
             // the last poll: settling puts the connection on the dirty list
@@ -991,6 +1009,14 @@ fn egress<D: Device>(device: &mut D, iface: &mut Interface, core: &mut Core, id:
     core.tx_blocked |= refused && at.is_some_and(|t| t <= now);
     core.settle_at(at, id, Cause::Egress);
     sent
+}
+
+/// The earlier of two optional deadlines (`None`: no deadline).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Applies socket options to a connection's smoltcp socket.
@@ -1718,10 +1744,7 @@ impl Core {
             if at.is_some_and(|t| t <= now) {
                 self.mark_dirty(id);
             }
-            let deadline = match (at.filter(|&t| t > now), give_up_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = earliest(at.filter(|&t| t > now), give_up_at);
             self.arm_timer(id, deadline);
         }
 
@@ -1744,6 +1767,36 @@ impl Core {
                 trace!(conn = id, error = ?e, "SO_ERROR set");
             }
             self.refresh_and_wake(sid, key);
+        }
+    }
+
+    /// [`settle_at`](Core::settle_at) after a `recv` that took data from
+    /// connection `id`, when smoltcp has nothing to send now.
+    ///
+    /// Taking data changes the receive queue and nothing else: not the
+    /// state, the send queue or the timers. So in a state with no FIN
+    /// waiting for its ACK (Established, CloseWait) there is no event to
+    /// raise, no life-cycle step and no timeout to change; what is left of
+    /// the settle is to store the new snapshot, reschedule the timer and
+    /// refresh the socket's readiness (no longer readable once drained).
+    /// Any other case takes the full settle.
+    fn settle_after_recv(&mut self, at: Option<Instant>, id: ConnId) {
+        let now = self.now;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let state = conn.tcp().state();
+        let quiet = matches!(state, State::Established | State::CloseWait);
+        let due = at.is_some_and(|t| t <= now);
+        match conn.sock {
+            Some(sid) if !due && quiet && state == conn.last.state => {
+                conn.resnap();
+                let deadline = earliest(at, conn.give_up_at);
+                self.stats.conn_steps += 1;
+                self.arm_timer(id, deadline);
+                self.refresh(sid);
+            }
+            _ => self.settle_at(at, id, Cause::User),
         }
     }
 

@@ -139,6 +139,37 @@ fn first_flight_past_the_syn_window_needs_no_delayed_ack() {
 }
 
 #[test]
+fn draining_the_receive_queue_clears_in_for_level_triggered_epoll() {
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, s) = p.connected(l, 80);
+    let sep = watch(&mut p.server, s, Events::IN);
+    let mut buf = [0u8; 64];
+    // Established, then CloseWait: a partial read leaves IN, a drain
+    // takes it away, and LT epoll reports nothing more.
+    for (round, close) in [(0, false), (1, true)] {
+        p.client.send(c, b"0123456789").unwrap();
+        if close {
+            p.client.shutdown(c, SHUT_WR).unwrap();
+        }
+        p.settle();
+        assert_eq!(ready(&mut p.server, sep).len(), 1, "round {round}");
+        assert_eq!(p.server.recv(s, &mut buf[..4]), Ok(4));
+        assert!(p.server.poll_fd(s).unwrap().contains(Events::IN));
+        assert_eq!(ready(&mut p.server, sep).len(), 1, "round {round}: 6 left");
+        assert_eq!(p.server.recv(s, &mut buf), Ok(6));
+        let mask = p.server.poll_fd(s).unwrap();
+        assert_eq!(mask.contains(Events::IN), close, "round {round}: {mask:?}");
+        if close {
+            // EOF keeps a level-triggered IN (Linux's tcp_poll), as RDHUP.
+            assert!(mask.contains(Events::RDHUP), "{mask:?}");
+        } else {
+            assert_eq!(ready(&mut p.server, sep), vec![], "drained");
+        }
+    }
+}
+
+#[test]
 fn shutdown_wr_gives_peer_in_rdhup_and_eof() {
     let mut p = Pair::new();
     let l = p.listen(80, 4);

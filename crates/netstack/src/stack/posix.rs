@@ -274,7 +274,7 @@ impl<D: Device + Lookahead> Stack<D> {
                 // stopped (an empty slice there points at it).
                 conn.rx_next_at = sock.peek(0).map_or(0, |rest| rest.as_ptr() as usize);
             }
-            self.user_step(cid);
+            self.recv_step(cid);
             trace!(fd, bytes = n, "recv");
             return Ok(n);
         }

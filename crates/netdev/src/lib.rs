@@ -24,8 +24,9 @@
 //! - [`pcap_file`]: any device wrapped in smoltcp's `PcapWriter`, writing a
 //!   capture that `tcpdump -r` and Wireshark read, through a sink
 //!   ([`PcapFile`]) that never panics.
-//!
-//! What is not here yet: fault injection (loss, reordering, corruption).
+//! - Fault injection ([`Faulty`]): loss, duplication, reordering and
+//!   corruption of received packets at seeded rates, and a filter that
+//!   drops the packets a test picks.
 //!
 //! ## The link
 //!
@@ -93,6 +94,7 @@
 
 #![forbid(unsafe_code)]
 
+mod faults;
 mod link;
 mod notify;
 mod pcap;
@@ -100,6 +102,7 @@ mod ring;
 mod sync;
 mod tap;
 
+pub use faults::{FaultConfig, FaultStats, Faulty, FaultyRxToken};
 pub use link::{
     DEFAULT_CAPACITY, DEFAULT_RING_BYTES, Link, LinkDevice, LinkRxToken, LinkStats, LinkTxToken,
     MAX_CAPACITY, MAX_MTU, MIN_MTU,

@@ -68,6 +68,10 @@ impl<D: Lookahead + smoltcp::phy::Device> Lookahead for netdev::Pcap<D> {
     }
 }
 
+/// Fault injection decides a packet's fate only when it is received, so
+/// there is nothing reliable to show: no look-ahead.
+impl<D: smoltcp::phy::Device> Lookahead for netdev::Faulty<D> {}
+
 /// Hints the CPU to bring the `bytes` bytes at `start` into cache.
 #[allow(unsafe_code)] // one intrinsic, with its SAFETY below
 pub(crate) fn prefetch<T>(start: *const T, bytes: usize) {

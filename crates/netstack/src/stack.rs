@@ -90,6 +90,7 @@ use crate::timer::TimerWheel;
 
 mod neighbor;
 mod posix;
+mod time_wait;
 
 /// `AF_INET`.
 pub const AF_INET: i32 = 2;
@@ -279,6 +280,9 @@ pub struct Stats {
     pub pooled: usize,
     /// 4-tuples in TIME-WAIT (no buffers held).
     pub time_wait: usize,
+    /// ACKs sent again from TIME-WAIT, each for a FIN the peer sent again
+    /// (its first ACK was lost).
+    pub time_wait_acks: u64,
     /// Entries in the demux map.
     pub demux: usize,
     /// Entries in the timer queue.
@@ -785,6 +789,13 @@ impl<D: Device + Lookahead> Stack<D> {
     /// The device, for its statistics.
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// The device, mutably: to change a wrapper's settings (a fault
+    /// injector's rates, say). The stack keeps no state about the device
+    /// but its capabilities, read once by [`Stack::new`].
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
     }
 
     /// The stack's (first) address.
@@ -1474,7 +1485,9 @@ impl Core {
                         None => return,
                     }
                 } else if self.time_wait.contains_key(&seg.tuple) {
-                    trace!(tuple = ?seg.tuple, "segment for TIME-WAIT tuple dropped");
+                    if let Some(ip) = packet {
+                        self.time_wait_segment(seg.tuple, frame, ip, reply);
+                    }
                     return;
                 } else {
                     self.feed_unmatched(iface, frame, reply);

@@ -4,6 +4,8 @@
 //! costs a one-second stall (a SYN from a peer that skipped ARP, a server
 //! that sends first after minutes of silence).
 
+mod util;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,6 +15,7 @@ use eventpoll::Errno;
 use netstack::{AF_INET, Lookahead, SOCK_NONBLOCK, SOCK_STREAM, Stack, StackConfig};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{Ipv4Packet, TcpPacket};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -174,6 +177,36 @@ fn connected(
     (c, accepted.unwrap().0, took)
 }
 
+/// A server and a client stack on an Ethernet wire, connected.
+struct Connected {
+    /// The server's end of the wire.
+    wire: Wire,
+    server: Stack<Wire>,
+    client: Stack<Wire>,
+    /// The client's descriptor.
+    c: i32,
+    /// The server's (accepted) descriptor.
+    s: i32,
+    now: Instant,
+}
+
+fn two_connected() -> Connected {
+    let (a, b) = wire();
+    let mut now = Instant::from_secs(1);
+    let mut server = stack(a.clone(), SERVER, 1, now);
+    let mut client = stack(b, CLIENT, 2, now);
+    let l = listen(&mut server, 80);
+    let (c, s, _) = connected(&mut server, &mut client, l, &mut now);
+    Connected {
+        wire: a,
+        server,
+        client,
+        c,
+        s,
+        now,
+    }
+}
+
 fn recv_all(s: &mut Stack<Wire>, fd: i32, into: &mut Vec<u8>) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = s.recv(fd, &mut buf) {
@@ -222,30 +255,35 @@ fn ethernet_stacks_resolve_by_arp_then_exchange_data_both_ways() {
     // Frames on the wire carry Ethernet headers with the stacks' MACs.
     let m = a.shared.borrow();
     let (side, frame) = m.log.last().unwrap();
-    let (src_mac, dst_mac) = if *side == 0 {
-        (SERVER.octets(), CLIENT.octets())
+    if *side == 0 {
+        assert_ipv4_frame(frame, SERVER, CLIENT);
     } else {
-        (CLIENT.octets(), SERVER.octets())
+        assert_ipv4_frame(frame, CLIENT, SERVER);
+    }
+}
+
+/// Asserts that `frame` carries IPv4 from the stack at `src` to the one at
+/// `dst`, with their (default) MACs.
+fn assert_ipv4_frame(frame: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    let mac = |ip: Ipv4Addr| {
+        let o = ip.octets();
+        [2, 0, o[0], o[1], o[2], o[3]]
     };
-    assert_eq!(
-        &frame[0..6],
-        &[2, 0, dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3]]
-    );
-    assert_eq!(
-        &frame[6..12],
-        &[2, 0, src_mac[0], src_mac[1], src_mac[2], src_mac[3]]
-    );
+    assert_eq!(&frame[0..6], &mac(dst));
+    assert_eq!(&frame[6..12], &mac(src));
     assert_eq!(&frame[12..14], &[0x08, 0x00]);
 }
 
 #[test]
 fn corrupted_tcp_checksum_is_dropped_on_ethernet() {
-    let (a, b) = wire();
-    let mut now = Instant::from_secs(1);
-    let mut server = stack(a.clone(), SERVER, 1, now);
-    let mut client = stack(b, CLIENT, 2, now);
-    let l = listen(&mut server, 80);
-    let (c, s, _) = connected(&mut server, &mut client, l, &mut now);
+    let Connected {
+        wire: a,
+        mut server,
+        mut client,
+        c,
+        s,
+        mut now,
+    } = two_connected();
     assert_eq!(client.send(c, b"hello"), Ok(5));
     client.poll(now);
     {
@@ -303,12 +341,14 @@ fn syn_from_a_peer_that_skipped_arp_is_answered_at_once() {
 
 #[test]
 fn server_sends_first_after_minutes_of_silence_without_a_stall() {
-    let (a, b) = wire();
-    let mut now = Instant::from_secs(1);
-    let mut server = stack(a.clone(), SERVER, 1, now);
-    let mut client = stack(b, CLIENT, 2, now);
-    let l = listen(&mut server, 80);
-    let (c, s, _) = connected(&mut server, &mut client, l, &mut now);
+    let Connected {
+        wire: a,
+        mut server,
+        mut client,
+        c,
+        s,
+        mut now,
+    } = two_connected();
     // Five quiet minutes: smoltcp's 60 s neighbor entries would be long
     // expired. The stacks poll now and then, as an idle server does.
     for _ in 0..10 {
@@ -345,4 +385,73 @@ fn multicast_mac_is_refused_and_ip_medium_still_works() {
     );
     let (l, _) = netdev::Link::pair(1500);
     assert!(Stack::new(l, StackConfig::new(SERVER, 24), Instant::ZERO).is_ok());
+}
+
+#[test]
+fn time_wait_acknowledges_a_fin_sent_again_with_ethernet_headers() {
+    let Connected {
+        wire: a,
+        mut server,
+        mut client,
+        c,
+        s,
+        mut now,
+    } = two_connected();
+    // The client closes first (and ends in TIME-WAIT, its connection freed).
+    client.close(c).unwrap();
+    let mut buf = [0u8; 16];
+    run(
+        &mut server,
+        &mut client,
+        &mut now,
+        Duration::from_secs(5),
+        |sv, _| sv.recv(s, &mut buf) == Ok(0),
+    );
+    // The server's FIN reaches the client; the client's ACK of it is lost.
+    server.close(s).unwrap();
+    server.poll(now);
+    client.poll(now);
+    {
+        let mut m = a.shared.borrow_mut();
+        let before = m.queues[0].len();
+        m.queues[0].retain(|f| f[12..14] != [0x08, 0x00] || !util::pure_ack(&f[14..]));
+        assert_eq!(before - m.queues[0].len(), 1, "one ACK lost");
+    }
+    assert_eq!(client.stats().time_wait, 1);
+    assert_eq!(server.stats().connections, 1, "LAST-ACK");
+    // The server sends its FIN again; the ACK from TIME-WAIT passes its
+    // checksum checks and ends its connection.
+    run(
+        &mut server,
+        &mut client,
+        &mut now,
+        Duration::from_secs(5),
+        |sv, _| sv.stats().connections == 0,
+    );
+    assert_eq!(client.stats().time_wait_acks, 1);
+    let m = a.shared.borrow();
+    let (side, frame) = m.log.iter().rev().find(|(side, _)| *side == 1).unwrap();
+    assert_eq!(*side, 1);
+    assert!(
+        util::pure_ack(&frame[14..]),
+        "the client's last frame is the ACK"
+    );
+    assert_ipv4_frame(frame, CLIENT, SERVER);
+    // A RST for the 4-tuple ends the TIME-WAIT (Linux's default): the
+    // server's last frame (its FIN) made into a RST.
+    let (_, fin) = m.log.iter().rev().find(|(side, _)| *side == 0).unwrap();
+    let mut rst = fin.clone();
+    drop(m);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut rst[14..]);
+        let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+        let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+        assert!(tcp.fin());
+        tcp.set_fin(false);
+        tcp.set_rst(true);
+        tcp.fill_checksum(&src, &dst);
+    }
+    a.shared.borrow_mut().queues[1].push_back(rst);
+    client.poll(now);
+    assert_eq!(client.stats().time_wait, 0, "{:?}", client.stats());
 }

@@ -6,9 +6,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use eventpoll::{Errno, Events};
 use netstack::{AF_INET, SHUT_WR, SO_ERROR, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET};
-use rand::{Rng, SeedableRng, rngs::SmallRng};
 use smoltcp::time::Duration;
-use util::{CLIENT, Pair, SERVER, fnv, poll_alone, ready, watch};
+use util::{CLIENT, Pair, SERVER, poll_alone, pump_bulk, ready, watch};
 
 #[test]
 fn handshake_raises_listener_in_and_client_out() {
@@ -41,60 +40,6 @@ fn handshake_raises_listener_in_and_client_out() {
         "established, nothing to read"
     );
     assert_eq!(p.client.getsockopt(c, SOL_SOCKET, SO_ERROR), Ok(0));
-}
-
-fn pump_bulk(p: &mut Pair, a: i32, b: i32, size: usize) {
-    // a -> client side, b -> server side: both send `size` random bytes
-    // and read everything the other sent.
-    let mut rng = SmallRng::seed_from_u64(7);
-    let out_c: Vec<u8> = (0..size).map(|_| rng.random()).collect();
-    let out_s: Vec<u8> = (0..size).map(|_| rng.random()).collect();
-    let (mut sent_c, mut sent_s) = (0, 0);
-    let (mut in_c, mut in_s) = (Vec::new(), Vec::new());
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut rounds = 0;
-    while in_c.len() < size || in_s.len() < size {
-        rounds += 1;
-        assert!(rounds < 200_000, "bulk transfer stalled");
-        if sent_c < size {
-            match p.client.send(a, &out_c[sent_c..]) {
-                Ok(n) => sent_c += n,
-                Err(e) => assert_eq!(e, Errno::EAGAIN),
-            }
-        }
-        if sent_s < size {
-            match p.server.send(b, &out_s[sent_s..]) {
-                Ok(n) => sent_s += n,
-                Err(e) => assert_eq!(e, Errno::EAGAIN),
-            }
-        }
-        p.server.poll(p.now);
-        p.client.poll(p.now);
-        loop {
-            match p.client.recv(a, &mut buf) {
-                Ok(n) => in_c.extend_from_slice(&buf[..n]),
-                Err(e) => {
-                    assert_eq!(e, Errno::EAGAIN);
-                    break;
-                }
-            }
-        }
-        loop {
-            match p.server.recv(b, &mut buf) {
-                Ok(n) => in_s.extend_from_slice(&buf[..n]),
-                Err(e) => {
-                    assert_eq!(e, Errno::EAGAIN);
-                    break;
-                }
-            }
-        }
-        if rounds % 64 == 0 {
-            p.advance(Duration::from_millis(20));
-        }
-    }
-    assert_eq!(in_c.len(), size);
-    assert_eq!(fnv(&in_c), fnv(&out_s), "server -> client bytes differ");
-    assert_eq!(fnv(&in_s), fnv(&out_c), "client -> server bytes differ");
 }
 
 #[test]

@@ -80,6 +80,11 @@ impl Neighbors {
             next_refresh: Instant::ZERO,
         }
     }
+
+    /// Our MAC address.
+    pub(super) fn mac(&self) -> EthernetAddress {
+        self.mac
+    }
 }
 
 /// A reply token for a synthesized ARP reply, which smoltcp never answers.

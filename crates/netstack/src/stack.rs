@@ -930,8 +930,8 @@ impl<D: Device + Lookahead> Stack<D> {
     /// snapshot always differs after a send (less send space), so settling
     /// as egress rather than as a user call refreshes the socket all the
     /// same, and a send never closes the connection, so the cause cannot
-    /// change an error. Saves one `poll_at` (about 160 instructions) per
-    /// send.
+    /// change an error. Saves one `poll_at` per send (callgrind, 200k
+    /// pingpong round trips: 1.1 % fewer instructions in all).
     ///
     /// [`user_step`]: Stack::user_step
     pub(crate) fn send_step(&mut self, id: ConnId) {

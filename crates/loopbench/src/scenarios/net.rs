@@ -143,6 +143,8 @@ struct Rounds {
     /// How many requests beyond `target` a connection may send: 1 for the
     /// steady loop, 0 for exactly the rounds asked for.
     lead: u64,
+    /// Responses counted since the pair was made, over all calls.
+    responses: u64,
 }
 
 /// One connection's place in the [`Rounds`].
@@ -212,6 +214,7 @@ impl Rounds {
         let c = &mut self.conns[slot];
         c.answered += 1;
         c.in_flight = false;
+        self.responses += 1;
         self.outstanding = self.outstanding.saturating_sub(1);
         if c.answered == self.target {
             self.behind = self.behind.saturating_sub(1);
@@ -233,6 +236,37 @@ impl Rounds {
             self.outstanding > 0
         }
     }
+}
+
+/// Times `asked` responses of a pair's closed loop, `rr(asked)` being the
+/// pair's `rr` over its connections (it returns the responses that came in
+/// during the call), and returns the time `asked` responses take at the
+/// rate measured.
+///
+/// A call ends when every connection has its response of the call's last
+/// round, and by then the connections done early may already have the next
+/// round's (each may run one ahead, see [`Rounds`]), so a call brings in
+/// its rounds minus the previous call's lead plus its own. With many
+/// connections a run is a single round (a round of 1M takes seconds), so
+/// counting a call as the responses asked for was off by that lead: up to
+/// about 1 % of a round at 100k and 1M in a run on 2026-12-03, but a whole
+/// round at worst, when stragglers hold a round open while everyone else
+/// runs ahead. So the responses are counted, not assumed: calls go on until at
+/// least half of `asked` came in (a second call is a whole round more, so
+/// waiting for all of `asked` would double most runs), and the time is
+/// scaled by `asked` over the count.
+fn rr_timed(asked: u64, mut rr: impl FnMut(u64) -> io::Result<u64>) -> io::Result<Duration> {
+    let start = std::time::Instant::now();
+    let mut got = 0u64;
+    while got < asked.div_ceil(2) {
+        got += rr(asked - got)?;
+    }
+    Ok(at_rate(start.elapsed(), got, asked))
+}
+
+/// The time `asked` responses take at the rate of `got` in `elapsed`.
+fn at_rate(elapsed: Duration, got: u64, asked: u64) -> Duration {
+    elapsed.mul_f64(asked as f64 / got.max(1) as f64)
 }
 
 // ---------------------------------------------------------------------------
@@ -436,8 +470,14 @@ impl UserPair {
     /// consecutive calls measure the steady state, not a burst of `width`
     /// requests and a drain each time. [`drain`](UserPair::drain) waits for
     /// the requests still out.
-    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        self.paced(width, total, 1)
+    ///
+    /// Returns the responses that came in during the call. That is not
+    /// `total`: responses a connection ran ahead by in the previous call
+    /// count there, and this call's lead counts here (see [`rr_timed`]).
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<u64> {
+        let before = self.rounds.responses;
+        self.paced(width, total, 1)?;
+        Ok(self.rounds.responses - before)
     }
 
     /// One request on every connection, and its response; no connection
@@ -590,11 +630,7 @@ pub fn user_rr(
     width: usize,
     per_iter: u64,
 ) -> impl FnMut(u64) -> io::Result<Duration> {
-    move |iters| {
-        let start = std::time::Instant::now();
-        pair.rr(width, iters * per_iter)?;
-        Ok(start.elapsed())
-    }
+    move |iters| rr_timed(iters * per_iter, |asked| pair.rr(width, asked))
 }
 
 // ---------------------------------------------------------------------------
@@ -875,8 +911,10 @@ impl KernelPair {
     }
 
     /// See [`UserPair::rr`].
-    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
-        self.paced(width, total, 1)
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<u64> {
+        let before = self.rounds.responses;
+        self.paced(width, total, 1)?;
+        Ok(self.rounds.responses - before)
     }
 
     /// See [`UserPair::request_each`].
@@ -1067,11 +1105,7 @@ pub fn kernel_rr(
     width: usize,
     per_iter: u64,
 ) -> impl FnMut(u64) -> io::Result<Duration> {
-    move |iters| {
-        let start = std::time::Instant::now();
-        pair.rr(width, iters * per_iter)?;
-        Ok(start.elapsed())
-    }
+    move |iters| rr_timed(iters * per_iter, |asked| pair.rr(width, asked))
 }
 
 // ---------------------------------------------------------------------------
@@ -1195,14 +1229,16 @@ impl SmolPair {
     /// See [`UserPair::rr`]: the same closed loop over connections
     /// `0..width`. The server echoes from its big set, visiting the
     /// connections that have data.
-    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<()> {
+    pub fn rr(&mut self, width: usize, total: u64) -> io::Result<u64> {
         let k = width.min(self.conns.len());
         let slots = 0..self.conns.len();
+        let before = self.rounds.responses;
         let Some(send) = self.rounds.plan(slots, width, total, 1, "smoltcp")? else {
-            return Ok(());
+            return Ok(0);
         };
         self.send_requests(send)?;
-        self.pump(k, None).map(drop)
+        self.pump(k, None)?;
+        Ok(self.rounds.responses - before)
     }
 
     /// The closed loop of [`SmolPair::rr`] bounded by time instead of by a
@@ -1302,11 +1338,7 @@ pub fn smol_rr(
     width: usize,
     per_iter: u64,
 ) -> impl FnMut(u64) -> io::Result<Duration> {
-    move |iters| {
-        let start = std::time::Instant::now();
-        pair.rr(width, iters * per_iter)?;
-        Ok(start.elapsed())
-    }
+    move |iters| rr_timed(iters * per_iter, |asked| pair.rr(width, asked))
 }
 
 /// The `rr` workload of stock smoltcp bounded by time, for connection
@@ -1476,6 +1508,14 @@ pub fn not_measured() -> Figure {
     Figure::Error("not measured".to_owned())
 }
 
+/// A footer line describing an iteration of the `rr` workload (see
+/// [`rr_timed`]).
+pub const RR_ITERATION: &str = "one iteration = as many responses as connections, closed loop (each \
+     connection sends its next request when its response is in, on across iterations; all \
+     connections active); responses are counted as they come in, not assumed: a round ends with \
+     some connections one ahead already, so a run goes on until its responses are in and its time \
+     is scaled to them. The figure is requests per second.";
+
 /// A footer line describing the three sides.
 pub fn describe_sides(buffer: usize) -> String {
     format!(
@@ -1546,9 +1586,9 @@ mod tests {
     fn user_pair_keeps_requests_in_flight_across_calls_and_drains() {
         let mut pair = UserPair::new(4096, 0).unwrap();
         pair.open(20).unwrap();
-        pair.rr(20, 50).unwrap();
+        let first = pair.rr(20, 50).unwrap();
         assert!(pair.rounds.outstanding > 0);
-        pair.rr(20, 50).unwrap();
+        let second = pair.rr(20, 50).unwrap();
         // Two calls of 3 rounds (50 / 20, rounded up).
         assert_eq!(pair.rounds.target, 6);
         let answered = |pair: &UserPair, fd: i32| pair.rounds.conns[fd as usize].answered;
@@ -1557,6 +1597,9 @@ mod tests {
                 .iter()
                 .all(|&fd| (6..=7).contains(&answered(&pair, fd)))
         );
+        // The calls return the responses that came in, lead included.
+        let total: u64 = pair.conns.iter().map(|&fd| answered(&pair, fd)).sum();
+        assert_eq!(first + second, total);
         pair.drain().unwrap();
         assert_eq!(pair.rounds.outstanding, 0);
         // Nothing is left to arrive: the client's epoll stays empty.
@@ -1576,11 +1619,44 @@ mod tests {
     }
 
     #[test]
+    fn rr_timed_calls_until_the_responses_asked_for_came_in() {
+        // A call returns far short (connections were ahead), the next one
+        // returns a round and its lead: two calls, asked for the rest.
+        let mut calls = Vec::new();
+        let mut replies = [30u64, 100].into_iter();
+        rr_timed(100, |asked| {
+            calls.push(asked);
+            Ok(replies.next().unwrap())
+        })
+        .unwrap();
+        assert_eq!(calls, vec![100, 70]);
+        // Half of what was asked for is enough (a second call would be a
+        // whole round more).
+        let mut calls = 0;
+        rr_timed(100, |_| {
+            calls += 1;
+            Ok(50)
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        // 130 responses in 1.3 s: 100 take 1 s.
+        let t = at_rate(Duration::from_millis(1300), 130, 100);
+        assert_eq!(t, Duration::from_secs(1));
+        assert_eq!(
+            at_rate(Duration::from_secs(1), 50, 100),
+            Duration::from_secs(2)
+        );
+        // An error of the pair ends the run.
+        let err = rr_timed(10, |_| Err(io::Error::other("stalled")));
+        assert_eq!(err.unwrap_err().to_string(), "stalled");
+    }
+
+    #[test]
     fn smol_pair_keeps_requests_in_flight_across_calls() {
         let mut pair = SmolPair::new(4096);
         pair.open(10).unwrap();
-        pair.rr(10, 25).unwrap();
-        pair.rr(10, 25).unwrap();
+        let first = pair.rr(10, 25).unwrap();
+        let second = pair.rr(10, 25).unwrap();
         assert!(pair.got.iter().all(|&g| g < MSG));
         // Two calls of 3 rounds each (25 / 10, rounded up): every
         // connection had 6 responses, or 7 (one ahead).
@@ -1590,6 +1666,8 @@ mod tests {
                 .iter()
                 .all(|c| (6..=7).contains(&c.answered))
         );
+        let total: u64 = pair.rounds.conns[..10].iter().map(|c| c.answered).sum();
+        assert_eq!(first + second, total);
     }
 
     #[test]
@@ -1723,7 +1801,15 @@ mod tests {
     fn kernel_pair_on_one_thread_echoes() {
         let mut pair = KernelPair::new().unwrap();
         pair.open(10).unwrap();
-        pair.rr(10, 100).unwrap();
+        let got = pair.rr(10, 100).unwrap();
         assert_eq!(pair.accepted(), 10);
+        // 10 rounds of 10, and whatever the lead added, all counted.
+        let answered: u64 = pair
+            .conns
+            .iter()
+            .map(|&fd| pair.rounds.conns[fd as usize].answered)
+            .sum();
+        assert!((100..=110).contains(&got), "{got}");
+        assert_eq!(got, answered);
     }
 }

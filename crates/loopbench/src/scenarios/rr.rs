@@ -6,8 +6,11 @@
 //! connection sending its next request as soon as its response is in
 //! (closed loop), until N responses came back; the figure is requests per
 //! second. The loop runs on from one iteration to the next (no drain in
-//! between), so iterations measure the steady state. Client and server run on one thread (see [`net`]). Every side
-//! warms up for [`net::WARMUP_ROUNDS`] rounds first.
+//! between), so iterations measure the steady state; the responses of a
+//! run are counted, not assumed, since a round ends with some connections
+//! one ahead already (see `net::rr_timed`). Client and server run on one
+//! thread (see [`net`]). Every side warms up for [`net::WARMUP_ROUNDS`]
+//! rounds first.
 //!
 //! | row | target |
 //! |---|---|
@@ -251,10 +254,7 @@ pub fn run(cfg: &Config) -> Report {
         cfg.describe(),
         net::describe_sides(BUFFER),
         pinned.note.clone(),
-        "one iteration = as many responses as connections, closed loop (each connection sends its \
-         next request when its response is in, on across iterations); the figure is requests \
-         per second."
-            .to_owned(),
+        net::RR_ITERATION.to_owned(),
         format!("RLIMIT_NOFILE: {limit_note}"),
         format!("scenario time {:.1} s", started.elapsed().as_secs_f64()),
     ];

@@ -5,9 +5,13 @@
 //! is a round of one 64-byte request/response on every connection,
 //! all of them in flight (the `rr` workload, see [`net`]: a closed loop
 //! that runs on from one iteration to the next); the figure is requests
-//! per second. Every side warms up for [`net::WARMUP_ROUNDS`]
-//! rounds first, so that TCP has learned how long a round takes. Each count is one row, placed at N on the chart
-//! that `--plot` draws (requests/s against connections, log axes).
+//! per second, from the responses counted in each run (see
+//! `net::rr_timed`: above ~10k connections a run is a single round, and a
+//! round's count is off by the connections that ran one ahead).
+//! Every side warms up for [`net::WARMUP_ROUNDS`] rounds first, so that
+//! TCP has learned how long a round takes. Each count is one row, placed
+//! at N on the chart that `--plot` draws (requests/s against connections,
+//! log axes).
 //!
 //! - usertcp runs every count (up to `--max-connections`; 10k with
 //!   `--quick`), with [`netstack::MIN_BUFFER`]-byte socket buffers so that
@@ -233,10 +237,7 @@ pub fn run_with(cfg: &Config, max: usize) -> Report {
     let footer = vec![
         cfg.describe(),
         net::describe_sides(BUFFER),
-        "one iteration = as many responses as connections, closed loop (each connection sends its \
-         next request when its response is in, on across iterations; all connections active); \
-         the figure is requests per second."
-            .to_owned(),
+        net::RR_ITERATION.to_owned(),
         pinned.note.clone(),
         format!("RLIMIT_NOFILE: {limit_note}"),
         format!("scenario time {:.1} s", started.elapsed().as_secs_f64()),

@@ -56,7 +56,10 @@
 //!   ephemeral ports with unique 4-tuples (also against TIME-WAIT),
 //!   `SO_ERROR` (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT` from the connect
 //!   timeout or failed keep-alive), TIME-WAIT that keeps only the 4-tuple
-//!   and still acknowledges a FIN sent again (a RST ends it), orphans (closed descriptors) that time out, and several local
+//!   and the connection's last sequence numbers, and answers with them as
+//!   Linux does (a FIN sent again is acknowledged again, a RST ends the
+//!   wait only at the next sequence number, a SYN reuses the tuple only
+//!   past it), orphans (closed descriptors) that time out, and several local
 //!   addresses ([`StackConfig::extra_addrs`]) over which connections from
 //!   unbound sockets spread, ~28k per address and server port.
 //! - **Descriptors**: one [`eventpoll::FdTable`] of [`File`]s per stack;
@@ -84,11 +87,11 @@
 //!   handle (and [`TcpListener`], [`TcpStream`], [`Epoll`]) block.
 //! - Media other than IP and Ethernet: [`Stack::new`] refuses them with
 //!   `EINVAL`. No default gateway: peers must be on-link (the TAP subnet).
-//! - In TIME-WAIT, segments other than a FIN or a RST get no answer
-//!   (Linux ACKs them all, rate-limited), and a SYN reuses the 4-tuple
-//!   whatever its sequence number. (Unacknowledged data or FINs give up
-//!   after [`RETRANSMIT_TIMEOUT`] of silence, Linux's `tcp_retries2`, and
-//!   an orphan after [`ORPHAN_TIMEOUT`].)
+//! - TIME-WAIT without timestamps (no PAWS), and a connection that reuses
+//!   a TIME-WAIT tuple starts from a random initial sequence number, not
+//!   from past the old connection's as Linux's does. (Unacknowledged data
+//!   or FINs give up after [`RETRANSMIT_TIMEOUT`] of silence, Linux's
+//!   `tcp_retries2`, and an orphan after [`ORPHAN_TIMEOUT`].)
 //! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
 //!
 //! ## Invariants

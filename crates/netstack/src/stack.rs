@@ -81,7 +81,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol,
-    Ipv4Packet, TcpPacket,
+    Ipv4Packet, TcpPacket, TcpSeqNumber,
 };
 
 use crate::demux::Demux;
@@ -91,6 +91,7 @@ use crate::timer::TimerWheel;
 mod neighbor;
 mod posix;
 mod time_wait;
+use time_wait::{FinalSeqs, TimeWait};
 
 /// `AF_INET`.
 pub const AF_INET: i32 = 2;
@@ -280,8 +281,9 @@ pub struct Stats {
     pub pooled: usize,
     /// 4-tuples in TIME-WAIT (no buffers held).
     pub time_wait: usize,
-    /// ACKs sent again from TIME-WAIT, each for a FIN the peer sent again
-    /// (its first ACK was lost).
+    /// ACKs sent from TIME-WAIT: for a FIN the peer sent again (its first
+    /// ACK was lost), or any other segment out of window (at most one per
+    /// tuple every 500 ms).
     pub time_wait_acks: u64,
     /// Entries in the demux map.
     pub demux: usize,
@@ -384,6 +386,9 @@ struct Conn {
     /// writes there when the buffer is empty, as it is between a request
     /// and its response. For prefetching only; never dereferenced.
     tx_start_at: usize,
+    /// The sequence numbers the connection ended with, from the segment
+    /// that moved it into TIME-WAIT: its light TIME-WAIT keeps them.
+    final_seqs: Option<FinalSeqs>,
 }
 
 impl Conn {
@@ -534,7 +539,8 @@ struct Core {
     tx_blocked: bool,
     /// Scratch list for `expire_timers` (kept for its capacity).
     expired: Vec<(Instant, ConnId)>,
-    time_wait: FxHashMap<FourTuple, Instant>,
+    /// The light TIME-WAIT: tuples of freed orphans (see `time_wait`).
+    time_wait: FxHashMap<FourTuple, TimeWait>,
     /// TIME-WAIT expiries in deadline order: every tuple stays for the same
     /// [`TIME_WAIT`], so a FIFO is already sorted.
     tw_timers: VecDeque<(Instant, FourTuple)>,
@@ -613,6 +619,9 @@ impl<'f, T: phy::TxToken> Device for OneShot<'f, T> {
 #[derive(Clone, Copy, Debug)]
 struct Segment {
     tuple: FourTuple,
+    seq: TcpSeqNumber,
+    /// The acknowledgment number, meaningful if `ack`.
+    ack_number: TcpSeqNumber,
     syn: bool,
     ack: bool,
     rst: bool,
@@ -633,6 +642,8 @@ fn parse(frame: &[u8]) -> Option<Segment> {
             local: SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()),
             remote: SocketAddrV4::new(ip.src_addr(), tcp.src_port()),
         },
+        seq: tcp.seq_number(),
+        ack_number: tcp.ack_number(),
         syn: tcp.syn(),
         ack: tcp.ack(),
         rst: tcp.rst(),
@@ -1233,6 +1244,7 @@ impl Core {
             rx_next_at: 0,
             file_at: 0,
             tx_start_at: 0,
+            final_seqs: None,
         };
         conn.socket_at = std::ptr::from_ref(conn.tcp()) as usize;
         let sock = conn.tcp_mut();
@@ -1471,27 +1483,32 @@ impl Core {
             len = seg.len,
             "segment in"
         );
-        let id = match self.demux.get(&seg.tuple) {
-            Some(id) => id,
+        let (id, reply) = match self.demux.get(&seg.tuple) {
+            Some(id) => (id, reply),
             None if !self.addrs.contains(seg.tuple.local.ip()) => {
                 trace!(dst = %seg.tuple.local.ip(), "segment to a foreign address dropped");
                 return;
             }
             None => {
                 let listening = seg.syn && !seg.ack && !seg.rst && self.listening(&seg);
-                if listening {
-                    match self.passive_open(&seg) {
-                        Some(id) => id,
+                let mut reply = reply;
+                if self.time_wait.contains_key(&seg.tuple) {
+                    let Some(ip) = packet else {
+                        return;
+                    };
+                    match self.time_wait_segment(seg.tuple, frame, ip, listening, reply) {
+                        // A SYN that opens a new connection on the tuple.
+                        Some(back) => reply = back,
                         None => return,
                     }
-                } else if self.time_wait.contains_key(&seg.tuple) {
-                    if let Some(ip) = packet {
-                        self.time_wait_segment(seg.tuple, frame, ip, reply);
-                    }
-                    return;
-                } else {
+                }
+                if !listening {
                     self.feed_unmatched(iface, frame, reply);
                     return;
+                }
+                match self.passive_open(&seg) {
+                    Some(id) => (id, reply),
+                    None => return,
                 }
             }
         };
@@ -1518,6 +1535,9 @@ impl Core {
             caps,
         };
         iface.poll_ingress_single(now, &mut one, &mut conn.set);
+        if seg.ack && conn.last.state != State::TimeWait && conn.tcp().state() == State::TimeWait {
+            conn.final_seqs = Some(FinalSeqs::after(seg.seq, seg.len, seg.fin, seg.ack_number));
+        }
         if quick {
             conn.tcp_mut().set_ack_delay(Some(ACK_DELAY));
         }
@@ -1730,12 +1750,23 @@ impl Core {
                     self.demux.remove(&tuple);
                 }
                 if state == State::TimeWait {
-                    let until = now + TIME_WAIT;
-                    // A tuple already in TIME-WAIT keeps a stale queue
-                    // entry; `expire_timers` skips it.
-                    self.time_wait.insert(tuple, until);
-                    self.tw_timers.push_back((until, tuple));
-                    trace!(?tuple, "TIME-WAIT: buffers freed, tuple kept");
+                    if let Some(seqs) = self.conn_mut(id).and_then(|c| c.final_seqs) {
+                        let until = now + TIME_WAIT;
+                        let tw = TimeWait {
+                            until,
+                            seqs,
+                            acked_at: None,
+                        };
+                        // A tuple already in TIME-WAIT keeps a stale queue
+                        // entry; `expire_timers` skips it.
+                        self.time_wait.insert(tuple, tw);
+                        self.tw_timers.push_back((until, tuple));
+                        trace!(?tuple, "TIME-WAIT: buffers freed, tuple kept");
+                    } else {
+                        // Cannot happen: TIME-WAIT is entered on a segment
+                        // (`ingress`), which records the numbers.
+                        trace!(?tuple, "TIME-WAIT without sequence numbers: tuple freed");
+                    }
                 }
             }
             let Some(conn) = self.conn_mut(id) else {
@@ -1882,7 +1913,7 @@ impl Core {
             self.tw_timers.pop_front();
             // Skip stale entries: the tuple was reused, or re-entered
             // TIME-WAIT later.
-            if self.time_wait.get(&tuple) == Some(&t) {
+            if self.time_wait.get(&tuple).map(|tw| tw.until) == Some(t) {
                 self.time_wait.remove(&tuple);
                 trace!(?tuple, "TIME-WAIT over");
             }

@@ -437,21 +437,32 @@ fn time_wait_acknowledges_a_fin_sent_again_with_ethernet_headers() {
         "the client's last frame is the ACK"
     );
     assert_ipv4_frame(frame, CLIENT, SERVER);
-    // A RST for the 4-tuple ends the TIME-WAIT (Linux's default): the
-    // server's last frame (its FIN) made into a RST.
+    // The server's last frame (its FIN) made into a RST, at `advance` past
+    // the FIN's sequence number.
     let (_, fin) = m.log.iter().rev().find(|(side, _)| *side == 0).unwrap();
-    let mut rst = fin.clone();
+    let fin = fin.clone();
     drop(m);
-    {
+    let rst_at = |advance: usize| {
+        let mut rst = fin.clone();
         let mut ip = Ipv4Packet::new_unchecked(&mut rst[14..]);
         let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
         let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
         assert!(tcp.fin());
         tcp.set_fin(false);
         tcp.set_rst(true);
+        tcp.set_seq_number(tcp.seq_number() + advance);
         tcp.fill_checksum(&src, &dst);
-    }
-    a.shared.borrow_mut().queues[1].push_back(rst);
+        rst
+    };
+    // At the FIN's own number (one before the next): out of window, no
+    // effect, no answer.
+    let acks = client.stats().time_wait_acks;
+    a.shared.borrow_mut().queues[1].push_back(rst_at(0));
+    client.poll(now);
+    assert_eq!(client.stats().time_wait, 1, "{:?}", client.stats());
+    assert_eq!(client.stats().time_wait_acks, acks);
+    // At the next sequence number it ends the TIME-WAIT (Linux's default).
+    a.shared.borrow_mut().queues[1].push_back(rst_at(1));
     client.poll(now);
     assert_eq!(client.stats().time_wait, 0, "{:?}", client.stats());
 }

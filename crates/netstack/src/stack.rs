@@ -50,14 +50,18 @@
 //!
 //! ## Buffers
 //!
-//! A freed connection's socket set (socket, rx and tx buffers) goes back
-//! to a pool when its buffers have the default size, and is reused by the
+//! Buffers of the default size come from the stack's `BufferArena`
+//! (`arena.rs`): 2 MiB slabs on transparent huge pages, so that thousands
+//! of active connections do not cost a TLB miss per buffer touched. A
+//! freed connection's socket set (socket, rx and tx buffers) goes back to
+//! a pool when its buffers have the default size, and is reused by the
 //! next connection: `listen`/`connect` reset the smoltcp socket, and the
-//! stack resets its options. An orphaned connection (its descriptor closed)
-//! that reaches TIME-WAIT is freed at once and only its 4-tuple is kept, in
-//! a small TIME-WAIT table, so TIME-WAIT never pins buffers. Segments for a
-//! tuple in that table are dropped (the link is lossless; a lost final ACK
-//! is not re-sent, see the crate docs).
+//! stack resets its options; past `pool_max` the set is dropped and its
+//! buffers go back to the arena. Buffers of other sizes (`SO_RCVBUF`,
+//! `SO_SNDBUF`) are ordinary heap vectors. An orphaned connection (its
+//! descriptor closed) that reaches TIME-WAIT is freed at once and only its
+//! 4-tuple and last sequence numbers are kept, in a small TIME-WAIT table,
+//! so TIME-WAIT never pins buffers.
 //!
 //! ## Clock
 //!
@@ -84,6 +88,7 @@ use smoltcp::wire::{
     Ipv4Packet, TcpPacket, TcpSeqNumber,
 };
 
+use crate::arena::{BufferArena, Chunk};
 use crate::demux::Demux;
 use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
 use crate::timer::TimerWheel;
@@ -279,6 +284,11 @@ pub struct Stats {
     pub connections: usize,
     /// Socket sets with buffers waiting in the pool for reuse.
     pub pooled: usize,
+    /// Default-size buffers taken from the huge-page arena and not given
+    /// back: two per live default-size connection and two per pooled set.
+    pub arena_buffers: usize,
+    /// Bytes of the arena's 2 MiB slabs (they are freed with the stack).
+    pub arena_bytes: usize,
     /// 4-tuples in TIME-WAIT (no buffers held).
     pub time_wait: usize,
     /// ACKs sent from TIME-WAIT: for a FIN the peer sent again (its first
@@ -363,6 +373,9 @@ struct Conn {
     dirty: bool,
     /// Buffers of the default size (returned to the pool when freed).
     poolable: bool,
+    /// The receive and send buffers' chunks, when they came from the
+    /// stack's arena (given back when the socket set is dropped).
+    bufs: Option<[Chunk; 2]>,
     /// `SO_KEEPALIVE` is on (decides the timeout once established).
     keepalive: bool,
     /// The connection is aborted at this time if the peer stays silent
@@ -544,11 +557,23 @@ struct Core {
     /// TIME-WAIT expiries in deadline order: every tuple stays for the same
     /// [`TIME_WAIT`], so a FIFO is already sorted.
     tw_timers: VecDeque<(Instant, FourTuple)>,
-    pool: Vec<(SocketSet<'static>, SocketHandle)>,
+    pool: Vec<Pooled>,
     empty: SocketSet<'static>,
     reaper: Reaper,
     rng: u64,
     stats: Stats,
+    /// Default-size socket buffers on huge pages (`None` when the default
+    /// size fits no slab). Declared last, so that it drops after `conns`
+    /// and `pool`, whose sockets borrow from it (see the `arena` module).
+    arena: Option<BufferArena>,
+}
+
+/// A freed connection's socket set, kept with its default-size buffers for
+/// the next connection.
+struct Pooled {
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    bufs: Option<[Chunk; 2]>,
 }
 
 /// A single-threaded TCP/IP stack over a smoltcp device, with its own
@@ -792,6 +817,7 @@ impl<D: Device + Lookahead> Stack<D> {
                 reaper: Reaper::default(),
                 rng,
                 stats: Stats::default(),
+                arena: BufferArena::new(buffer_size),
             },
             files: FdTable::with_limits(config.max_fds, eventpoll::DEFAULT_MAX_WATCHES),
         })
@@ -826,6 +852,10 @@ impl<D: Device + Lookahead> Stack<D> {
         stats.sockets = self.core.sock_count;
         stats.connections = self.core.conn_count;
         stats.pooled = self.core.pool.len();
+        if let Some(arena) = &self.core.arena {
+            stats.arena_buffers = arena.in_use();
+            stats.arena_bytes = arena.slab_bytes();
+        }
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();
         stats.timers = self.core.armed;
@@ -1204,19 +1234,17 @@ impl Core {
         let rx = opts.rcvbuf.unwrap_or(default);
         let tx = opts.sndbuf.unwrap_or(default);
         let poolable = rx == default && tx == default;
-        let (set, handle) = match self.pool.pop() {
-            Some(pooled) if poolable => pooled,
+        let (set, handle, bufs) = match self.pool.pop() {
+            Some(p) if poolable => (p.set, p.handle, p.bufs),
             other => {
                 if let Some(p) = other {
                     self.pool.push(p);
                 }
-                let socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; rx]),
-                    tcp::SocketBuffer::new(vec![0; tx]),
-                );
+                let (rx_buf, tx_buf, bufs) = self.new_buffers(rx, tx, poolable);
+                let socket = tcp::Socket::new(rx_buf, tx_buf);
                 let mut set = SocketSet::new(Vec::with_capacity(1));
                 let handle = set.add(socket);
-                (set, handle)
+                (set, handle, bufs)
             }
         };
         let mut conn = Conn {
@@ -1235,6 +1263,7 @@ impl Core {
             keepalive: false,
             give_up_at: None,
             poolable,
+            bufs,
             last: Snap {
                 state: State::Closed,
                 recv_queue: 0,
@@ -1268,6 +1297,7 @@ impl Core {
 
     /// Frees a connection: demux, timer, listener bookkeeping; its socket
     /// set goes to the pool.
+    #[allow(unsafe_code)] // gives arena buffers back, with its SAFETY
     fn free_conn(&mut self, id: ConnId) {
         let Some(mut conn) = self.conns.get_mut(id as usize).and_then(Option::take) else {
             return;
@@ -1294,8 +1324,57 @@ impl Core {
         trace!(conn = id, tuple = ?conn.tuple, "free connection");
         if conn.poolable && self.pool.len() < self.pool_max {
             conn.tcp_mut().abort();
-            self.pool.push((conn.set, conn.handle));
+            self.pool.push(Pooled {
+                set: conn.set,
+                handle: conn.handle,
+                bufs: conn.bufs,
+            });
+        } else {
+            let Conn { set, bufs, .. } = conn;
+            // The socket borrows its buffers: it goes before they are
+            // given back.
+            drop(set);
+            if let (Some(chunks), Some(arena)) = (bufs, self.arena.as_mut()) {
+                for chunk in chunks {
+                    // SAFETY: the chunk came from this arena and its slice
+                    // went with the socket set just dropped.
+                    unsafe { arena.give_back(chunk) };
+                }
+            }
         }
+    }
+
+    /// Receive and send buffers of `rx` and `tx` bytes for a new socket:
+    /// from the arena when both have the default size (`default_size`) and
+    /// the arena exists, with their chunks; from the heap otherwise.
+    #[allow(unsafe_code)] // takes arena buffers, with its SAFETY
+    fn new_buffers(
+        &mut self,
+        rx: usize,
+        tx: usize,
+        default_size: bool,
+    ) -> (
+        tcp::SocketBuffer<'static>,
+        tcp::SocketBuffer<'static>,
+        Option<[Chunk; 2]>,
+    ) {
+        if default_size && let Some(arena) = self.arena.as_mut() {
+            debug_assert_eq!(arena.buffer_len(), rx);
+            // SAFETY: the slices go into the socket of one connection,
+            // which is dropped before the arena (`Core` drops `arena`
+            // last) and before its chunks are given back (`free_conn`).
+            let ((rx_buf, rx_chunk), (tx_buf, tx_chunk)) = unsafe { (arena.take(), arena.take()) };
+            return (
+                tcp::SocketBuffer::new(rx_buf),
+                tcp::SocketBuffer::new(tx_buf),
+                Some([rx_chunk, tx_chunk]),
+            );
+        }
+        (
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
+            None,
+        )
     }
 
     /// Closes the sockets whose last descriptor went away.

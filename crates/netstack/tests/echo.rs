@@ -131,6 +131,11 @@ fn echo_over(mut p: Pair, n: usize, et: bool) {
             "{s:?}"
         );
         assert!(s.pooled <= n, "{s:?}");
+        // Every connection had default-size buffers from the huge-page
+        // arena; those of freed connections went back to it, except the
+        // two each pooled socket set keeps.
+        assert!(s.arena_bytes > 0, "{s:?}");
+        assert_eq!(s.arena_buffers, 2 * s.pooled, "{s:?}");
     }
 }
 

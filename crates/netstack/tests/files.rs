@@ -270,3 +270,328 @@ fn extra_local_addresses_spread_connections_and_carry_data() {
         Err(Errno::EADDRNOTAVAIL)
     );
 }
+
+/// A hand-made IPv4/TCP segment from `198.18.0.9:sport` to the server's
+/// port 80, checksums zero (the link has them off). `offset` is the TCP
+/// data offset in 32-bit words as sent, whatever `options` holds.
+struct RawSegment<'a> {
+    sport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    offset: u8,
+    options: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl RawSegment<'_> {
+    /// A SYN from `sport` with sequence number `seq`.
+    fn syn(sport: u16, seq: u32) -> RawSegment<'static> {
+        RawSegment {
+            sport,
+            seq,
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            offset: 5,
+            options: &[],
+            payload: &[],
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let tcp_len = 20 + self.options.len() + self.payload.len();
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 9]);
+        p[16..20].copy_from_slice(&SERVER.octets());
+        p.extend_from_slice(&self.sport.to_be_bytes());
+        p.extend_from_slice(&80u16.to_be_bytes());
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.ack.to_be_bytes());
+        p.push(self.offset << 4);
+        p.push(self.flags);
+        p.extend_from_slice(&self.window.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(self.options);
+        p.extend_from_slice(self.payload);
+        p
+    }
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// What the hand-made peer knows of one connection.
+struct RawConn {
+    sport: u16,
+    /// The next sequence number the peer would send.
+    snd_nxt: u32,
+    /// The highest sequence number seen from the server, plus its length.
+    rcv_nxt: u32,
+    /// The server's descriptor, once accepted and until closed.
+    fd: Option<i32>,
+}
+
+/// Every segment the server sent since the last call: (destination port,
+/// sequence number, flags, the sequence space it takes).
+fn server_output(raw: &mut netdev::LinkDevice, t: Instant) -> Vec<(u16, u32, u8, u32)> {
+    let mut out = Vec::new();
+    while let Some((rx, _)) = raw.receive(t) {
+        smoltcp::phy::RxToken::consume(rx, |f| {
+            if f.len() < 40 || f[9] != 6 {
+                return;
+            }
+            let ihl = usize::from(f[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[2], f[3]])).min(f.len());
+            let tcp = &f[ihl..total];
+            let doff = usize::from(tcp[12] >> 4) * 4;
+            let flags = tcp[13];
+            let len =
+                (tcp.len() - doff.min(tcp.len())) as u32 + u32::from(flags & (SYN | FIN) != 0);
+            let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+            out.push((u16::from_be_bytes([tcp[2], tcp[3]]), seq, flags, len));
+        });
+    }
+    out
+}
+
+/// Sends `syn` to the stack and returns the sequence number of its SYN-ACK.
+fn syn_ack(
+    st: &mut Stack<netdev::LinkDevice>,
+    raw: &mut netdev::LinkDevice,
+    t: Instant,
+    syn: &RawSegment,
+) -> u32 {
+    let tx = raw.transmit(t).expect("the link has room");
+    let pkt = syn.bytes();
+    tx.consume(pkt.len(), |b| b.copy_from_slice(&pkt));
+    st.poll(t);
+    let out = server_output(raw, t);
+    let &(_, isn, flags, _) = out
+        .iter()
+        .find(|o| o.0 == syn.sport)
+        .expect("a SYN-ACK for the SYN");
+    assert_eq!(flags & (SYN | ACK), SYN | ACK);
+    isn
+}
+
+#[test]
+fn garbage_on_established_connections_never_panics_and_leaks_nothing() {
+    for seed in 0..4 {
+        garbage_on_established_connections(seed);
+    }
+}
+
+/// 200 connections from a hand-made peer, 20,000 odd segments on them,
+/// then a fresh connection that must still work and a clean-up that must
+/// free everything.
+fn garbage_on_established_connections(seed: u64) {
+    let (mut raw, dev) = Link::pair(1500);
+    let mut t = Instant::from_secs(1);
+    let mut cfg = StackConfig::new(SERVER, 15);
+    cfg.seed = Some(5 + seed);
+    let mut st = Stack::new(dev, cfg, t).unwrap();
+    let l = st
+        .socket(AF_INET, SOCK_STREAM | netstack::SOCK_NONBLOCK, 0)
+        .unwrap();
+    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
+    st.listen(l, 256).unwrap();
+    let mut rng = SmallRng::seed_from_u64(17 + seed);
+    let send = |raw: &mut netdev::LinkDevice, t: Instant, pkt: &[u8]| {
+        let tx = raw.transmit(t).expect("the link has room");
+        tx.consume(pkt.len(), |b| b.copy_from_slice(pkt));
+    };
+
+    // Handshakes by hand: SYN, the server's SYN-ACK, ACK.
+    let mut conns: Vec<RawConn> = (0..200)
+        .map(|i| RawConn {
+            sport: 20_000 + i,
+            snd_nxt: rng.random(),
+            rcv_nxt: 0,
+            fd: None,
+        })
+        .collect();
+    for c in &mut conns {
+        let syn = RawSegment::syn(c.sport, c.snd_nxt);
+        let isn = syn_ack(&mut st, &mut raw, t, &syn);
+        c.snd_nxt = c.snd_nxt.wrapping_add(1);
+        c.rcv_nxt = isn.wrapping_add(1);
+        let ack = RawSegment {
+            seq: c.snd_nxt,
+            ack: c.rcv_nxt,
+            flags: ACK,
+            ..syn
+        };
+        send(&mut raw, t, &ack.bytes());
+        st.poll(t);
+        let (fd, peer) = st.accept4(l, netstack::SOCK_NONBLOCK).unwrap();
+        assert_eq!(peer.port(), c.sport);
+        c.fd = Some(fd);
+    }
+    assert_eq!(st.stats().connections, conns.len());
+
+    // Segments on those connections: some plausible (near the numbers the
+    // connection expects, odd flags, junk options), some wholly random;
+    // between them the application reads, writes, shuts down and closes.
+    let (mut read, mut resets) = (0usize, 0usize);
+    let mut buf = [0u8; 4096];
+    for _ in 0..20_000 {
+        let c = rng.random_range(0..conns.len());
+        let conn = &mut conns[c];
+        let options: Vec<u8> = (0..4 * rng.random_range(0..=10usize))
+            .map(|_| rng.random())
+            .collect();
+        let options = if rng.random_bool(0.3) {
+            &options[..]
+        } else {
+            &[]
+        };
+        let payload: Vec<u8> = (0..rng.random_range(0..300usize))
+            .map(|_| rng.random())
+            .collect();
+        let plausible = rng.random_bool(0.7);
+        let mut flags = ACK | PSH;
+        for (flag, p) in [(FIN, 0.05), (SYN, 0.02), (RST, 0.01)] {
+            if rng.random_bool(p) {
+                flags |= flag;
+            }
+        }
+        let seg = if plausible {
+            RawSegment {
+                sport: conn.sport,
+                // Half of them exactly in order.
+                seq: if rng.random_bool(0.5) {
+                    conn.snd_nxt
+                } else {
+                    conn.snd_nxt
+                        .wrapping_add_signed(rng.random_range(-3000..3000))
+                },
+                ack: if rng.random_bool(0.5) {
+                    conn.rcv_nxt
+                } else {
+                    conn.rcv_nxt
+                        .wrapping_add_signed(rng.random_range(-100..100))
+                },
+                flags,
+                window: rng.random(),
+                offset: 5 + (options.len() / 4) as u8,
+                options,
+                payload: &payload,
+            }
+        } else {
+            RawSegment {
+                sport: conn.sport,
+                seq: rng.random(),
+                ack: rng.random(),
+                flags: rng.random(),
+                window: rng.random(),
+                offset: rng.random_range(0..16),
+                options,
+                payload: &payload,
+            }
+        };
+        if seg.seq == conn.snd_nxt && seg.flags & (SYN | RST) == 0 {
+            conn.snd_nxt = conn.snd_nxt.wrapping_add(payload.len() as u32);
+        }
+        send(&mut raw, t, &seg.bytes());
+        st.poll(t);
+        for (port, seq, _, len) in server_output(&mut raw, t) {
+            if let Some(c) = conns.iter_mut().find(|c| c.sport == port) {
+                let end = seq.wrapping_add(len);
+                if (end.wrapping_sub(c.rcv_nxt) as i32) > 0 {
+                    c.rcv_nxt = end;
+                }
+            }
+        }
+        let conn = &mut conns[c];
+        if let Some(fd) = conn.fd {
+            match st.recv(fd, &mut buf) {
+                Ok(n) if n > 0 => read += 1,
+                Err(Errno::ECONNRESET) => resets += 1,
+                _ => {}
+            }
+            match rng.random_range(0..100) {
+                0..20 => {
+                    let _ = st.send(fd, &payload[..payload.len().min(64)]);
+                }
+                20 => {
+                    let _ = st.shutdown(fd, netstack::SHUT_WR);
+                }
+                21 => {
+                    st.close(fd).unwrap();
+                    conn.fd = None;
+                }
+                _ => {}
+            }
+        }
+        t += Duration::from_millis(rng.random_range(0..50));
+    }
+    eprintln!(
+        "seed {seed}: {read} reads, {resets} resets; {:?}",
+        st.stats()
+    );
+    assert!(read > 50, "data got through to the application: {read}");
+    assert!(resets > 0, "some connections were reset by the peer");
+
+    // The stack still works: a fresh handshake on a new port, and data.
+    let fresh = RawSegment::syn(30_000, 1000);
+    let isn = syn_ack(&mut st, &mut raw, t, &fresh);
+    for seg in [
+        RawSegment {
+            seq: 1001,
+            ack: isn.wrapping_add(1),
+            flags: ACK,
+            ..fresh
+        },
+        RawSegment {
+            seq: 1001,
+            ack: isn.wrapping_add(1),
+            flags: ACK | PSH,
+            payload: b"still here",
+            ..fresh
+        },
+    ] {
+        send(&mut raw, t, &seg.bytes());
+        st.poll(t);
+    }
+    // Garbage that happened to complete a handshake queued before it.
+    let fd = loop {
+        let (fd, peer) = st.accept4(l, 0).unwrap();
+        if peer.port() == 30_000 {
+            break fd;
+        }
+        st.close(fd).unwrap();
+    };
+    assert_eq!(st.recv(fd, &mut buf), Ok(10));
+    assert_eq!(&buf[..10], b"still here");
+    st.close(fd).unwrap();
+
+    // Close everything; a silent peer lets every connection time out.
+    for c in &mut conns {
+        if let Some(fd) = c.fd.take() {
+            st.close(fd).unwrap();
+        }
+    }
+    st.close(l).unwrap();
+    for _ in 0..400 {
+        st.poll(t);
+        server_output(&mut raw, t);
+        t += Duration::from_secs(1);
+    }
+    let s = st.stats();
+    assert_eq!(
+        (s.fds, s.sockets, s.connections, s.demux, s.time_wait),
+        (0, 0, 0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.arena_buffers, 2 * s.pooled, "{s:?}");
+}

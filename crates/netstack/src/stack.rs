@@ -57,7 +57,8 @@
 //! a pool when its buffers have the default size, and is reused by the
 //! next connection: `listen`/`connect` reset the smoltcp socket, and the
 //! stack resets its options; past `pool_max` the set is dropped and its
-//! buffers go back to the arena. Buffers of other sizes (`SO_RCVBUF`,
+//! buffers go back to the arena, which gives the memory of slabs left
+//! empty back to the kernel. Buffers of other sizes (`SO_RCVBUF`,
 //! `SO_SNDBUF`) are ordinary heap vectors. An orphaned connection (its
 //! descriptor closed) that reaches TIME-WAIT is freed at once and only its
 //! 4-tuple and last sequence numbers are kept, in a small TIME-WAIT table,
@@ -287,7 +288,10 @@ pub struct Stats {
     /// Default-size buffers taken from the huge-page arena and not given
     /// back: two per live default-size connection and two per pooled set.
     pub arena_buffers: usize,
-    /// Bytes of the arena's 2 MiB slabs (they are freed with the stack).
+    /// Bytes of the arena's 2 MiB slabs in memory. A slab whose buffers
+    /// have all come back gives its memory back to the kernel, except one
+    /// kept for the next connections; the address space is freed with the
+    /// stack.
     pub arena_bytes: usize,
     /// 4-tuples in TIME-WAIT (no buffers held).
     pub time_wait: usize,
@@ -854,7 +858,7 @@ impl<D: Device + Lookahead> Stack<D> {
         stats.pooled = self.core.pool.len();
         if let Some(arena) = &self.core.arena {
             stats.arena_buffers = arena.in_use();
-            stats.arena_bytes = arena.slab_bytes();
+            stats.arena_bytes = arena.resident_bytes();
         }
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();

@@ -225,3 +225,82 @@ fn one_request_among_many_idle_connections_touches_one_connection() {
         "{steps} connection steps for one round trip among 2000 idle connections"
     );
 }
+
+/// Opens `n` connections to `listener` (port 7) and accepts them all:
+/// (client fd, server fd) pairs.
+fn open_all(p: &mut Pair, listener: i32, n: usize) -> Vec<(i32, i32)> {
+    let clients: Vec<i32> = (0..n).map(|_| p.connect(7)).collect();
+    let mut servers = Vec::new();
+    p.run_until(Duration::from_secs(30), |p| {
+        while let Ok((fd, _)) = p.server.accept4(listener, SOCK_NONBLOCK) {
+            servers.push(fd);
+        }
+        servers.len() == n
+    });
+    // The accept order may differ from the connect order; pair them by
+    // address.
+    let mut pairs = Vec::new();
+    for c in clients {
+        let local = p.client.getsockname(c).unwrap();
+        let s = *servers
+            .iter()
+            .find(|&&s| p.server.getpeername(s).unwrap() == local)
+            .unwrap();
+        pairs.push((c, s));
+    }
+    pairs
+}
+
+#[test]
+fn memory_of_closed_connections_goes_back_to_the_kernel() {
+    const N: usize = 1500;
+    // 4 KiB buffers: 504 to a 2 MiB slab, so N connections take 6 slabs
+    // at each end. No pool, so nothing keeps buffers past a close.
+    let (a, b) = netdev::Link::pair(1500);
+    let now = smoltcp::time::Instant::from_secs(1);
+    let config = |addr, seed| {
+        let mut c = netstack::StackConfig::new(addr, 15);
+        c.seed = Some(seed);
+        c.buffer_size = 4096;
+        c.pool_max = 0;
+        c
+    };
+    let mut p = Pair {
+        server: Stack::new(a, config(util::SERVER, 1), now).unwrap(),
+        client: Stack::new(b, config(util::CLIENT, 2), now).unwrap(),
+        now,
+    };
+    let slab = 2 << 20;
+    let listener = p.listen(7, N as i32);
+    for round in 0..2 {
+        let pairs = open_all(&mut p, listener, N);
+        for side in [&p.client, &p.server] {
+            let s = side.stats();
+            assert_eq!(s.arena_buffers, 2 * N, "round {round}: {s:?}");
+            assert!(s.arena_bytes >= 6 * slab, "round {round}: {s:?}");
+        }
+        // Data still flows through buffers of slabs that went back to the
+        // kernel in the round before.
+        let mut buf = [0u8; 16];
+        for &(c, s) in &pairs {
+            p.client.send(c, b"ping").unwrap();
+            p.settle();
+            assert_eq!(p.server.recv(s, &mut buf), Ok(4));
+            assert_eq!(&buf[..4], b"ping");
+        }
+        for &(c, s) in &pairs {
+            p.client.close(c).unwrap();
+            p.server.close(s).unwrap();
+        }
+        p.run_until(TIME_WAIT * 2, |p| {
+            p.client.stats().connections == 0 && p.server.stats().connections == 0
+        });
+        for side in [&p.client, &p.server] {
+            let s = side.stats();
+            assert_eq!(s.arena_buffers, 0, "round {round}: {s:?}");
+            if cfg!(target_os = "linux") {
+                assert_eq!(s.arena_bytes, slab, "round {round}: one slab kept: {s:?}");
+            }
+        }
+    }
+}

@@ -34,7 +34,8 @@
 //! - **Socket buffers on huge pages**: buffers of the default size are
 //!   carved from 2 MiB slabs marked `MADV_HUGEPAGE` (the `arena` module)
 //!   and pooled with their sockets for the next connection, so many active
-//!   connections do not cost a TLB miss per buffer touched.
+//!   connections do not cost a TLB miss per buffer touched; the memory of
+//!   slabs left empty as connections close goes back to the kernel.
 //! - **Listeners** with an accept queue and a backlog: a SYN to a listening
 //!   port makes a connection on the spot; SYNs past the backlog are dropped
 //!   and counted, and the client's retransmitted SYN gets in once the

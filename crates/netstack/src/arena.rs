@@ -97,6 +97,8 @@ pub(crate) struct BufferArena {
     with_room: BTreeSet<u32>,
     /// Slabs in memory with no buffer in use.
     empty_resident: usize,
+    /// Slabs whose memory has not gone back to the kernel.
+    resident: usize,
     /// Buffers handed out and not given back, over all slabs.
     in_use: usize,
 }
@@ -119,6 +121,7 @@ impl BufferArena {
             slabs: Vec::new(),
             with_room: BTreeSet::new(),
             empty_resident: 0,
+            resident: 0,
             in_use: 0,
         })
     }
@@ -164,6 +167,7 @@ impl BufferArena {
                 });
                 // A new slab counts as empty until its first buffer goes.
                 self.empty_resident += 1;
+                self.resident += 1;
                 self.with_room.insert(n);
                 n
             }
@@ -181,6 +185,7 @@ impl BufferArena {
                 self.empty_resident -= 1;
             } else {
                 slab.resident = true;
+                self.resident += 1;
             }
         }
         slab.live += 1;
@@ -227,6 +232,7 @@ impl BufferArena {
             return;
         }
         slab.resident = false;
+        self.resident -= 1;
     }
 
     /// Bytes of all slabs, in memory or not (the address space held).
@@ -237,7 +243,11 @@ impl BufferArena {
 
     /// Bytes of the slabs whose memory has not gone back to the kernel.
     pub(crate) fn resident_bytes(&self) -> usize {
-        self.slabs.iter().filter(|s| s.resident).count() * SLAB_BYTES
+        debug_assert_eq!(
+            self.resident,
+            self.slabs.iter().filter(|s| s.resident).count()
+        );
+        self.resident * SLAB_BYTES
     }
 
     /// Buffers taken and not given back.

@@ -14,7 +14,11 @@
 //! after the requests; the difference is what the connections cost both
 //! stacks, and over the count the RSS per connection, both ends included.
 //! The link's packet rings (the wire) are in the baseline. The heap bytes the stacks hold are also counted by the
-//! counting allocator ([`crate::alloc_count`]).
+//! counting allocator ([`crate::alloc_count`]). Then every connection is
+//! closed (client first, so its tuples stay in TIME-WAIT without buffers)
+//! and, after `malloc_trim`, the RSS still added over the baseline is
+//! reported: what the stacks keep once their connections are gone (empty
+//! buffer slabs go back to the kernel; tables keep their peak capacity).
 //!
 //! The kernel does the same over 127.0.0.1 with as many connections as
 //! `RLIMIT_NOFILE` allows (two descriptors each); its socket memory is
@@ -56,6 +60,9 @@ struct Outcome {
     rss_delta: Option<u64>,
     rss_total: Option<u64>,
     heap: Option<i64>,
+    /// RSS over the baseline once every connection is closed (after
+    /// `malloc_trim`); usertcp only.
+    rss_closed: Option<Figure>,
 }
 
 /// Runs the scenario with its default size.
@@ -151,6 +158,20 @@ pub fn run_with(cfg: &Config, n: usize) -> Report {
         )
         .target(Target::UsertcpAtMost(RSS_TARGET)),
     );
+    rows.push(
+        Row::new(
+            "  RSS still added once every connection is closed",
+            Metric::Bytes,
+            user.rss_closed
+                .clone()
+                .unwrap_or_else(|| Figure::NotAvailable("not measured".to_owned())),
+            kernel_memory(),
+        )
+        .note(
+            "usertcp: after closing all (client first: its tuples stay in TIME-WAIT, \
+             without buffers) and malloc_trim; empty buffer slabs went back to the kernel",
+        ),
+    );
     rows.push(Row::new(
         "  total RSS of the process",
         Metric::Bytes,
@@ -235,6 +256,7 @@ fn user_side(n: usize) -> Outcome {
                 rss_delta: None,
                 rss_total: None,
                 heap: None,
+                rss_closed: None,
             };
         }
     };
@@ -255,12 +277,33 @@ fn user_side(n: usize) -> Outcome {
     let (open_rate, rr_rate) = rates(n, established, opened, open_time, || pair.request_each());
     let after = rss_bytes().ok();
     let heap = counting.as_ref().map(Counting::live_bytes);
-    drop(counting);
     let stats = (pair.client.stats(), pair.server.stats());
     eprintln!(
         "[c1m] usertcp: client {} / server {} connections; RSS {:?} -> {:?}",
         stats.0.connections, stats.1.connections, before, after
     );
+    // What stays once they are all closed: the stacks give buffer slabs
+    // back to the kernel, and the heap its free pages (`malloc_trim`).
+    let t = Instant::now();
+    let rss_closed = match pair.close_all() {
+        Ok(()) => {
+            kernel::malloc_trim();
+            let closed = rss_bytes().ok();
+            eprintln!(
+                "[c1m] usertcp: all closed in {:.2} s, {} tuples in TIME-WAIT; RSS {closed:?}, \
+                 heap still held {:?} B",
+                t.elapsed().as_secs_f64(),
+                pair.client.stats().time_wait,
+                counting.as_ref().map(Counting::live_bytes)
+            );
+            match before.zip(closed) {
+                Some((b, c)) => Figure::Value(c.saturating_sub(b) as f64),
+                None => Figure::NotAvailable("no RSS reading".to_owned()),
+            }
+        }
+        Err(err) => error(&err),
+    };
+    drop(counting);
     drop(pair);
     drop_note("usertcp");
     Outcome {
@@ -270,6 +313,7 @@ fn user_side(n: usize) -> Outcome {
         rss_delta: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
         rss_total: after,
         heap,
+        rss_closed: Some(rss_closed),
     }
 }
 
@@ -284,6 +328,7 @@ fn kernel_side(n: usize) -> Outcome {
                 rss_delta: None,
                 rss_total: None,
                 heap: None,
+                rss_closed: None,
             };
         }
     };
@@ -299,5 +344,6 @@ fn kernel_side(n: usize) -> Outcome {
         rss_delta: None,
         rss_total: None,
         heap: None,
+        rss_closed: None,
     }
 }

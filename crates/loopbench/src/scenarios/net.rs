@@ -545,6 +545,26 @@ impl UserPair {
         Ok(())
     }
 
+    /// Closes every connection [`open`](UserPair::open) made, client first
+    /// (the server closes at end of stream), and runs both stacks until
+    /// neither holds a connection. The client's tuples stay in TIME-WAIT,
+    /// without buffers.
+    pub fn close_all(&mut self) -> io::Result<()> {
+        for fd in self.conns.drain(..) {
+            self.client.close(fd).map_err(errno)?;
+        }
+        let mut spins = 0u64;
+        while self.client.stats().connections > 0 || self.server.stats().connections > 0 {
+            self.poll();
+            self.serve()?;
+            spins += 1;
+            if spins > STALL {
+                return Err(stalled("usertcp close"));
+            }
+        }
+        Ok(())
+    }
+
     /// `total` connections, each: connect, one [`MSG`]-byte request, its
     /// response, close; `width` of them in flight at once.
     pub fn crr(&mut self, width: usize, total: u64) -> io::Result<()> {
@@ -1616,6 +1636,23 @@ mod tests {
         // With no connection there is no request to wait for.
         let mut empty = UserPair::new(4096, 0).unwrap();
         assert!(empty.rr(1, 1).is_err());
+    }
+
+    #[test]
+    fn user_pair_close_all_frees_every_connection_and_keeps_the_tuples() {
+        let mut pair = UserPair::new(netstack::MIN_BUFFER, 0).unwrap();
+        pair.open(300).unwrap();
+        pair.request_each().unwrap();
+        pair.close_all().unwrap();
+        assert!(pair.conns.is_empty());
+        let (c, s) = (pair.client.stats(), pair.server.stats());
+        assert_eq!((c.connections, s.connections), (0, 0), "{c:?} {s:?}");
+        assert_eq!((c.sockets, s.sockets), (0, 1), "the listener stays");
+        assert_eq!(c.time_wait, 300, "the client closed first");
+        assert_eq!(
+            (c.arena_buffers, s.arena_buffers),
+            (2 * c.pooled, 2 * s.pooled)
+        );
     }
 
     #[test]

@@ -554,9 +554,24 @@ impl UserPair {
             self.client.close(fd).map_err(errno)?;
         }
         let mut spins = 0u64;
-        while self.client.stats().connections > 0 || self.server.stats().connections > 0 {
+        loop {
             self.poll();
             self.serve()?;
+            // The client's loop goes on too: its epoll drops the watches of
+            // closed descriptors when it next waits (eventpoll reaps them
+            // lazily), and nothing is left to report.
+            let n = self
+                .client
+                .epoll_wait(self.cep, &mut self.events, 1024, 0)
+                .map_err(errno)?;
+            if n > 0 {
+                return Err(io::Error::other(
+                    "usertcp close: an event on a closed socket",
+                ));
+            }
+            if self.client.stats().connections == 0 && self.server.stats().connections == 0 {
+                break;
+            }
             spins += 1;
             if spins > STALL {
                 return Err(stalled("usertcp close"));

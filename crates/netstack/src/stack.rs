@@ -187,6 +187,11 @@ pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(924);
 /// How long an active open waits for the peer before `ETIMEDOUT` (Linux's
 /// six SYN retries take about 127 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+/// How long a passive open waits in SYN-RECEIVED for the peer's ACK before
+/// the connection is dropped (Linux's five SYN-ACK retries,
+/// `tcp_synack_retries`, give up after about 63 s). Without it a peer that
+/// never completes its handshakes would hold the backlog forever.
+pub const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(63);
 /// How long a received segment may wait for its ACK once the connection is
 /// past its first [`QUICKACKS`] data segments: Linux's minimum delayed-ACK
 /// time (`TCP_DELACK_MIN`, 40 ms), not smoltcp's 10 ms. With many active
@@ -1696,6 +1701,8 @@ impl Core {
             self.free_conn(id);
             return None;
         }
+        // Lifted once the handshake completes (`settle_at`).
+        conn.tcp_mut().set_timeout(Some(SYN_RECEIVED_TIMEOUT));
         let conn = self.conn_mut(id)?;
         conn.resnap();
         conn.in_demux = true;

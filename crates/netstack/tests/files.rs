@@ -595,3 +595,59 @@ fn garbage_on_established_connections(seed: u64) {
     );
     assert_eq!(s.arena_buffers, 2 * s.pooled, "{s:?}");
 }
+
+#[test]
+fn half_open_connections_give_up_and_free_the_backlog() {
+    // A peer that sends SYNs and never completes a handshake (a SYN
+    // flood) fills the backlog; the half-open connections give up as
+    // Linux's do, and then a real handshake gets in.
+    let (mut raw, dev) = Link::pair(1500);
+    let mut t = Instant::from_secs(1);
+    let mut cfg = StackConfig::new(SERVER, 15);
+    cfg.seed = Some(5);
+    let mut st = Stack::new(dev, cfg, t).unwrap();
+    let l = st
+        .socket(AF_INET, SOCK_STREAM | netstack::SOCK_NONBLOCK, 0)
+        .unwrap();
+    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
+    st.listen(l, 4).unwrap();
+    for port in 40_000..40_010 {
+        let syn = RawSegment::syn(port, 7).bytes();
+        let tx = raw.transmit(t).expect("the link has room");
+        tx.consume(syn.len(), |b| b.copy_from_slice(&syn));
+        st.poll(t);
+    }
+    let s = st.stats();
+    assert_eq!((s.connections, s.syn_dropped), (5, 5), "{s:?}");
+    let mut run_to = |st: &mut Stack<netdev::LinkDevice>, t: &mut Instant, until: u64| {
+        while t.secs() < until as i64 {
+            st.poll(*t);
+            server_output(&mut raw, *t);
+            *t += Duration::from_millis(500);
+        }
+    };
+    // Still waiting just before the SYN-RECEIVED timeout...
+    run_to(&mut st, &mut t, netstack::SYN_RECEIVED_TIMEOUT.secs() - 1);
+    assert_eq!(st.stats().connections, 5, "{:?}", st.stats());
+    // ... and gone after it, with nothing left behind.
+    run_to(&mut st, &mut t, netstack::SYN_RECEIVED_TIMEOUT.secs() + 5);
+    let s = st.stats();
+    assert_eq!((s.connections, s.demux, s.sockets), (0, 0, 1), "{s:?}");
+    assert_eq!(st.accept4(l, 0), Err(Errno::EAGAIN));
+    // The backlog is free again: a real handshake is accepted.
+    let syn = RawSegment::syn(50_000, 1000);
+    let isn = syn_ack(&mut st, &mut raw, t, &syn);
+    let ack = RawSegment {
+        seq: 1001,
+        ack: isn.wrapping_add(1),
+        flags: ACK,
+        ..syn
+    }
+    .bytes();
+    let tx = raw.transmit(t).expect("the link has room");
+    tx.consume(ack.len(), |b| b.copy_from_slice(&ack));
+    st.poll(t);
+    let (fd, peer) = st.accept4(l, 0).unwrap();
+    assert_eq!(peer.port(), 50_000);
+    st.close(fd).unwrap();
+}

@@ -364,6 +364,12 @@ fn server_output(raw: &mut netdev::LinkDevice, t: Instant) -> Vec<(u16, u32, u8,
     out
 }
 
+/// Puts `pkt` on the wire towards the stack.
+fn inject(raw: &mut netdev::LinkDevice, t: Instant, pkt: &[u8]) {
+    let tx = raw.transmit(t).expect("the link has room");
+    tx.consume(pkt.len(), |b| b.copy_from_slice(pkt));
+}
+
 /// Sends `syn` to the stack and returns the sequence number of its SYN-ACK.
 fn syn_ack(
     st: &mut Stack<netdev::LinkDevice>,
@@ -371,9 +377,7 @@ fn syn_ack(
     t: Instant,
     syn: &RawSegment,
 ) -> u32 {
-    let tx = raw.transmit(t).expect("the link has room");
-    let pkt = syn.bytes();
-    tx.consume(pkt.len(), |b| b.copy_from_slice(&pkt));
+    inject(raw, t, &syn.bytes());
     st.poll(t);
     let out = server_output(raw, t);
     let &(_, isn, flags, _) = out
@@ -406,10 +410,6 @@ fn garbage_on_established_connections(seed: u64) {
     st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
     st.listen(l, 256).unwrap();
     let mut rng = SmallRng::seed_from_u64(17 + seed);
-    let send = |raw: &mut netdev::LinkDevice, t: Instant, pkt: &[u8]| {
-        let tx = raw.transmit(t).expect("the link has room");
-        tx.consume(pkt.len(), |b| b.copy_from_slice(pkt));
-    };
 
     // Handshakes by hand: SYN, the server's SYN-ACK, ACK.
     let mut conns: Vec<RawConn> = (0..200)
@@ -431,7 +431,7 @@ fn garbage_on_established_connections(seed: u64) {
             flags: ACK,
             ..syn
         };
-        send(&mut raw, t, &ack.bytes());
+        inject(&mut raw, t, &ack.bytes());
         st.poll(t);
         let (fd, peer) = st.accept4(l, netstack::SOCK_NONBLOCK).unwrap();
         assert_eq!(peer.port(), c.sport);
@@ -502,7 +502,7 @@ fn garbage_on_established_connections(seed: u64) {
         if seg.seq == conn.snd_nxt && seg.flags & (SYN | RST) == 0 {
             conn.snd_nxt = conn.snd_nxt.wrapping_add(payload.len() as u32);
         }
-        send(&mut raw, t, &seg.bytes());
+        inject(&mut raw, t, &seg.bytes());
         st.poll(t);
         for (port, seq, _, len) in server_output(&mut raw, t) {
             if let Some(c) = conns.iter_mut().find(|c| c.sport == port) {
@@ -560,7 +560,7 @@ fn garbage_on_established_connections(seed: u64) {
             ..fresh
         },
     ] {
-        send(&mut raw, t, &seg.bytes());
+        inject(&mut raw, t, &seg.bytes());
         st.poll(t);
     }
     // Garbage that happened to complete a handshake queued before it.
@@ -612,9 +612,7 @@ fn half_open_connections_give_up_and_free_the_backlog() {
     st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
     st.listen(l, 4).unwrap();
     for port in 40_000..40_010 {
-        let syn = RawSegment::syn(port, 7).bytes();
-        let tx = raw.transmit(t).expect("the link has room");
-        tx.consume(syn.len(), |b| b.copy_from_slice(&syn));
+        inject(&mut raw, t, &RawSegment::syn(port, 7).bytes());
         st.poll(t);
     }
     let s = st.stats();
@@ -644,8 +642,7 @@ fn half_open_connections_give_up_and_free_the_backlog() {
         ..syn
     }
     .bytes();
-    let tx = raw.transmit(t).expect("the link has room");
-    tx.consume(ack.len(), |b| b.copy_from_slice(&ack));
+    inject(&mut raw, t, &ack);
     st.poll(t);
     let (fd, peer) = st.accept4(l, 0).unwrap();
     assert_eq!(peer.port(), 50_000);

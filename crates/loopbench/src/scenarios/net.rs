@@ -506,6 +506,17 @@ impl UserPair {
         self.responses(false)
     }
 
+    /// One turn of both applications' loop: poll both stacks, one pass of
+    /// the echo server, then the client's `epoll_wait(0)`. Returns the
+    /// client's events (in `self.events`).
+    fn turn(&mut self) -> io::Result<usize> {
+        self.poll();
+        self.serve()?;
+        self.client
+            .epoll_wait(self.cep, &mut self.events, 1024, 0)
+            .map_err(errno)
+    }
+
     /// Runs both stacks until the current rounds are complete (`resend`:
     /// responses are followed by the next request on their connection, see
     /// [`Rounds::answer`]), or until no request is out (not `resend`).
@@ -513,12 +524,7 @@ impl UserPair {
         let mut buf = [0u8; 2048];
         let mut spins = 0u64;
         while self.rounds.running(resend) {
-            self.poll();
-            self.serve()?;
-            let n = self
-                .client
-                .epoll_wait(self.cep, &mut self.events, 1024, 0)
-                .map_err(errno)?;
+            let n = self.turn()?;
             for i in 0..n {
                 let fd = self.events[i].data as i32;
                 let len = match self.client.recv(fd, &mut buf) {
@@ -555,16 +561,10 @@ impl UserPair {
         }
         let mut spins = 0u64;
         loop {
-            self.poll();
-            self.serve()?;
             // The client's loop goes on too: its epoll drops the watches of
             // closed descriptors when it next waits (eventpoll reaps them
             // lazily), and nothing is left to report.
-            let n = self
-                .client
-                .epoll_wait(self.cep, &mut self.events, 1024, 0)
-                .map_err(errno)?;
-            if n > 0 {
+            if self.turn()? > 0 {
                 return Err(io::Error::other(
                     "usertcp close: an event on a closed socket",
                 ));

@@ -11,7 +11,9 @@
 //! 2. The 4-tuple is looked up in the demux table ([`crate::demux`]: one
 //!    cache line per lookup). A SYN with no connection, to a port with a
 //!    listener, makes a new connection on the spot (unless the listener's
-//!    backlog is full: then the SYN is dropped and counted). Anything else
+//!    backlog is full: then the oldest half-open connection gives up its
+//!    place if it is stale, see [`HALF_OPEN_EVICT_AGE`], and otherwise the
+//!    SYN is dropped and counted). Anything else
 //!    (unknown flows, non-TCP) is handed to smoltcp with an *empty* socket
 //!    set, so smoltcp answers with a RST (or an ICMP reply) as it should.
 //! 3. The packet is handed to `Interface::poll_ingress_single` through
@@ -192,6 +194,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 /// `tcp_synack_retries`, give up after about 63 s). Without it a peer that
 /// never completes its handshakes would hold the backlog forever.
 pub const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(63);
+/// How long a passive connection must have been half-open before a new SYN
+/// to its full listener may take its place (see [`Stats::syn_evicted`]).
+///
+/// A peer that answers completes its handshake within one round trip; a
+/// connection still half-open after 3 s left its SYN-ACK and the first
+/// retransmission (at 1 s) unanswered, the mark of a SYN flood's spoofed
+/// sources. Linux answers a flood with SYN cookies, which smoltcp cannot
+/// take up (it cannot make an established socket from a cookie); without
+/// them, [`SYN_RECEIVED_TIMEOUT`] alone would keep a flooded listener shut
+/// for a minute at a time. Dropping the oldest stale half-open connection
+/// instead (as FreeBSD's syncache drops its oldest entry) lets a real
+/// client in as soon as one has gone stale. Connections whose handshake
+/// completed are never dropped: a backlog full of those means the
+/// application is not accepting, and the SYN is dropped as in Linux.
+pub const HALF_OPEN_EVICT_AGE: Duration = Duration::from_secs(3);
 /// How long a received segment may wait for its ACK once the connection is
 /// past its first [`QUICKACKS`] data segments: Linux's minimum delayed-ACK
 /// time (`TCP_DELACK_MIN`, 40 ms), not smoltcp's 10 ms. With many active
@@ -315,8 +332,14 @@ pub struct Stats {
     pub demux: usize,
     /// Entries in the timer queue.
     pub timers: usize,
-    /// SYNs dropped because a listener's backlog was full.
+    /// SYNs dropped because a listener's backlog was full (of completed
+    /// handshakes, or of half-open connections younger than
+    /// [`HALF_OPEN_EVICT_AGE`]).
     pub syn_dropped: u64,
+    /// Half-open passive connections dropped, silently, to make room in
+    /// their listener's full backlog for a new SYN: each had waited at least
+    /// [`HALF_OPEN_EVICT_AGE`] for the peer's ACK.
+    pub syn_evicted: u64,
     /// Connections created by a SYN to a listener.
     pub passive_opens: u64,
     /// Steps taken on single connections (an ingress segment, an egress
@@ -485,6 +508,62 @@ struct Listener {
     /// Half-open plus queued connections (the backlog counts both).
     pending: FxHashSet<ConnId>,
     queue: VecDeque<ConnId>,
+    /// Half-open connections in the order their SYNs came. Entries go stale
+    /// when the handshake completes or the connection is freed;
+    /// [`Listener::take_stale_half_open`] skips them and
+    /// [`Listener::push_half_open`] compacts, so the queue stays within a
+    /// small multiple of the backlog.
+    half_open: VecDeque<HalfOpen>,
+}
+
+/// A passive connection as its SYN found it (see `Listener::half_open`).
+struct HalfOpen {
+    since: Instant,
+    id: ConnId,
+    tuple: FourTuple,
+}
+
+impl HalfOpen {
+    /// Still the same connection of listener `lid`, and still half-open.
+    fn is_live(&self, lid: SockId, conns: &[Option<Conn>]) -> bool {
+        matches!(
+            conns.get(self.id as usize),
+            Some(Some(c)) if c.listener == Some(lid) && !c.queued && c.tuple == self.tuple
+        )
+    }
+}
+
+impl Listener {
+    /// Records a new half-open connection; drops stale entries once the
+    /// queue has grown to twice the room of the backlog.
+    fn push_half_open(&mut self, entry: HalfOpen, lid: SockId, conns: &[Option<Conn>]) {
+        if self.half_open.len() >= 2 * (self.backlog + 1) + 8 {
+            self.half_open.retain(|h| h.is_live(lid, conns));
+        }
+        self.half_open.push_back(entry);
+    }
+
+    /// The oldest live half-open connection, taken off the queue, if its
+    /// SYN came at or before `cutoff`; stale entries in front of it go.
+    fn take_stale_half_open(
+        &mut self,
+        lid: SockId,
+        conns: &[Option<Conn>],
+        cutoff: Instant,
+    ) -> Option<ConnId> {
+        while let Some(front) = self.half_open.front() {
+            if front.is_live(lid, conns) {
+                if front.since > cutoff {
+                    return None;
+                }
+                let id = front.id;
+                self.half_open.pop_front();
+                return Some(id);
+            }
+            self.half_open.pop_front();
+        }
+        None
+    }
 }
 
 enum Kind {
@@ -1149,6 +1228,21 @@ impl Core {
         }
     }
 
+    /// Listener `lid` and the connection table, borrowed together.
+    fn listener_with_conns(&mut self, lid: SockId) -> Option<(&mut Listener, &[Option<Conn>])> {
+        let slot = self
+            .socks
+            .get_mut(lid.index as usize)
+            .filter(|slot| slot.generation == lid.generation)?;
+        match &mut slot.entry {
+            Some(SockEntry {
+                kind: Kind::Listener(l),
+                ..
+            }) => Some((l, &self.conns)),
+            _ => None,
+        }
+    }
+
     fn conn(&self, id: ConnId) -> Option<&Conn> {
         self.conns.get(id as usize)?.as_ref()
     }
@@ -1678,9 +1772,24 @@ impl Core {
             return None;
         }
         if l.pending.len() > l.backlog {
-            trace!(port, backlog = l.backlog, "SYN dropped: backlog full");
-            self.stats.syn_dropped += 1;
-            return None;
+            let backlog = l.backlog;
+            let cutoff = self.now - HALF_OPEN_EVICT_AGE;
+            let victim = self
+                .listener_with_conns(lid)
+                .and_then(|(l, conns)| l.take_stale_half_open(lid, conns, cutoff));
+            let Some(victim) = victim else {
+                trace!(port, backlog, "SYN dropped: backlog full");
+                self.stats.syn_dropped += 1;
+                return None;
+            };
+            // Freed without a RST: its peer is most likely a spoofed
+            // address, and a real one that answers late gets one then.
+            trace!(
+                conn = victim,
+                port, backlog, "backlog full: stale half-open connection dropped"
+            );
+            self.stats.syn_evicted += 1;
+            self.free_conn(victim);
         }
         // A new SYN reuses a TIME-WAIT tuple (RFC 6191 spirit); its queue
         // entry goes stale.
@@ -1707,6 +1816,14 @@ impl Core {
         conn.resnap();
         conn.in_demux = true;
         self.demux.insert(seg.tuple, id);
+        let entry = HalfOpen {
+            since: self.now,
+            id,
+            tuple: seg.tuple,
+        };
+        if let Some((l, conns)) = self.listener_with_conns(lid) {
+            l.push_half_open(entry, lid, conns);
+        }
         self.stats.passive_opens += 1;
         trace!(conn = id, tuple = ?seg.tuple, "SYN to listener: new connection");
         Some(id)
@@ -2164,6 +2281,45 @@ mod tests {
         let mut fragment = p;
         fragment[6] = 0x20; // more fragments
         assert!(parse(&fragment).is_none());
+    }
+
+    #[test]
+    fn half_open_queue_of_a_busy_listener_stays_bounded() {
+        // Handshakes that complete leave stale entries behind; pushing
+        // compacts them away, so a listener that never fills up does not
+        // grow its queue with every SYN it ever got.
+        let lid = SockId {
+            index: 3,
+            generation: 1,
+        };
+        let mut l = Listener {
+            addr: Ipv4Addr::UNSPECIFIED,
+            port: 80,
+            backlog: 4,
+            pending: FxHashSet::default(),
+            queue: VecDeque::new(),
+            half_open: VecDeque::new(),
+        };
+        let tuple = FourTuple {
+            local: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 80),
+            remote: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 40000),
+        };
+        // No connection exists: every entry is stale once pushed.
+        let conns: Vec<Option<Conn>> = Vec::new();
+        let bound = 2 * (l.backlog + 1) + 8 + 1;
+        for id in 0..10_000 {
+            let entry = HalfOpen {
+                since: Instant::from_millis(id),
+                id: id as ConnId,
+                tuple,
+            };
+            l.push_half_open(entry, lid, &conns);
+            assert!(l.half_open.len() <= bound, "{} entries", l.half_open.len());
+        }
+        // Nothing live to drop, however old; the stale entries go.
+        let cutoff = Instant::from_secs(1_000_000);
+        assert_eq!(l.take_stale_half_open(lid, &conns, cutoff), None);
+        assert!(l.half_open.is_empty());
     }
 
     #[test]

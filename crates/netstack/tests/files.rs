@@ -9,8 +9,8 @@ use eventpoll::{Errno, Events, O_NONBLOCK};
 use netdev::Link;
 use netstack::{
     AF_INET, F_GETFD, F_GETFL, F_SETFD, F_SETFL, FD_CLOEXEC, IPPROTO_TCP, SO_KEEPALIVE, SO_RCVBUF,
-    SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, Stack, StackConfig,
-    TCP_NODELAY,
+    SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, SYN_RECEIVED_TIMEOUT, Stack,
+    StackConfig, TCP_NODELAY,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use smoltcp::phy::{Device, TxToken};
@@ -152,14 +152,8 @@ fn ephemeral_ports_are_random_and_unique() {
 
 #[test]
 fn garbage_from_the_wire_never_panics_and_leaks_nothing() {
-    let (mut raw, dev) = Link::pair(1500);
     let now = Instant::from_secs(1);
-    let mut cfg = StackConfig::new(SERVER, 15);
-    cfg.seed = Some(3);
-    let mut st = Stack::new(dev, cfg, now).unwrap();
-    let l = st.socket(AF_INET, SOCK_STREAM, 0).unwrap();
-    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
-    st.listen(l, 64).unwrap();
+    let (mut raw, mut st, l) = raw_server(3, 64, now);
     let mut rng = SmallRng::seed_from_u64(11);
     let mut t = now;
     for i in 0..5000 {
@@ -364,6 +358,26 @@ fn server_output(raw: &mut netdev::LinkDevice, t: Instant) -> Vec<(u16, u32, u8,
     out
 }
 
+/// A stack at the far end of `raw` (the hand-made peer's side of the
+/// link), made at `t` with ISN seed `seed`, listening non-blocking on
+/// SERVER:80 with `backlog`.
+fn raw_server(
+    seed: u64,
+    backlog: i32,
+    t: Instant,
+) -> (netdev::LinkDevice, Stack<netdev::LinkDevice>, i32) {
+    let (raw, dev) = Link::pair(1500);
+    let mut cfg = StackConfig::new(SERVER, 15);
+    cfg.seed = Some(seed);
+    let mut st = Stack::new(dev, cfg, t).unwrap();
+    let l = st
+        .socket(AF_INET, SOCK_STREAM | netstack::SOCK_NONBLOCK, 0)
+        .unwrap();
+    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
+    st.listen(l, backlog).unwrap();
+    (raw, st, l)
+}
+
 /// Puts `pkt` on the wire towards the stack.
 fn inject(raw: &mut netdev::LinkDevice, t: Instant, pkt: &[u8]) {
     let tx = raw.transmit(t).expect("the link has room");
@@ -399,16 +413,8 @@ fn garbage_on_established_connections_never_panics_and_leaks_nothing() {
 /// then a fresh connection that must still work and a clean-up that must
 /// free everything.
 fn garbage_on_established_connections(seed: u64) {
-    let (mut raw, dev) = Link::pair(1500);
     let mut t = Instant::from_secs(1);
-    let mut cfg = StackConfig::new(SERVER, 15);
-    cfg.seed = Some(5 + seed);
-    let mut st = Stack::new(dev, cfg, t).unwrap();
-    let l = st
-        .socket(AF_INET, SOCK_STREAM | netstack::SOCK_NONBLOCK, 0)
-        .unwrap();
-    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
-    st.listen(l, 256).unwrap();
+    let (mut raw, mut st, l) = raw_server(5 + seed, 256, t);
     let mut rng = SmallRng::seed_from_u64(17 + seed);
 
     // Handshakes by hand: SYN, the server's SYN-ACK, ACK.
@@ -601,16 +607,8 @@ fn half_open_connections_give_up_and_free_the_backlog() {
     // A peer that sends SYNs and never completes a handshake (a SYN
     // flood) fills the backlog; the half-open connections give up as
     // Linux's do, and then a real handshake gets in.
-    let (mut raw, dev) = Link::pair(1500);
     let mut t = Instant::from_secs(1);
-    let mut cfg = StackConfig::new(SERVER, 15);
-    cfg.seed = Some(5);
-    let mut st = Stack::new(dev, cfg, t).unwrap();
-    let l = st
-        .socket(AF_INET, SOCK_STREAM | netstack::SOCK_NONBLOCK, 0)
-        .unwrap();
-    st.bind(l, SocketAddrV4::new(SERVER, 80)).unwrap();
-    st.listen(l, 4).unwrap();
+    let (mut raw, mut st, l) = raw_server(5, 4, t);
     for port in 40_000..40_010 {
         inject(&mut raw, t, &RawSegment::syn(port, 7).bytes());
         st.poll(t);
@@ -647,4 +645,105 @@ fn half_open_connections_give_up_and_free_the_backlog() {
     let (fd, peer) = st.accept4(l, 0).unwrap();
     assert_eq!(peer.port(), 50_000);
     st.close(fd).unwrap();
+}
+
+#[test]
+fn a_stale_half_open_connection_makes_room_for_a_new_syn() {
+    // A listener whose backlog is full of a SYN flood's half-open
+    // connections lets a real client in once they have waited
+    // HALF_OPEN_EVICT_AGE, oldest first; completed handshakes are never
+    // dropped, however long they wait for accept.
+    let t0 = Instant::from_secs(1);
+    let (mut raw, mut st, l) = raw_server(6, 4, t0); // room for 5
+    let handshake = |st: &mut Stack<netdev::LinkDevice>, raw: &mut netdev::LinkDevice, t, port| {
+        let syn = RawSegment::syn(port, 1000);
+        let isn = syn_ack(st, raw, t, &syn);
+        let ack = RawSegment {
+            seq: 1001,
+            ack: isn.wrapping_add(1),
+            flags: ACK,
+            ..syn
+        };
+        inject(raw, t, &ack.bytes());
+        st.poll(t);
+        isn
+    };
+    let flood = |st: &mut Stack<netdev::LinkDevice>, raw: &mut netdev::LinkDevice, t, port| {
+        inject(raw, t, &RawSegment::syn(port, 7).bytes());
+        st.poll(t);
+        server_output(raw, t)
+    };
+    // The ACK that completes a flood SYN's handshake (its ISN was 7).
+    let ack_of = |port, isn: u32| {
+        RawSegment {
+            seq: 8,
+            ack: isn.wrapping_add(1),
+            flags: ACK,
+            ..RawSegment::syn(port, 7)
+        }
+        .bytes()
+    };
+    let counts = |st: &Stack<netdev::LinkDevice>| {
+        let s = st.stats();
+        (s.connections, s.syn_dropped, s.syn_evicted)
+    };
+    let evict_age = netstack::HALF_OPEN_EVICT_AGE;
+    handshake(&mut st, &mut raw, t0, 41_000);
+    handshake(&mut st, &mut raw, t0, 41_001);
+    let mut flood_isn = 0;
+    for port in 40_000..40_003 {
+        let out = flood(&mut st, &mut raw, t0, port);
+        if port == 40_000 {
+            flood_isn = out.iter().find(|o| o.0 == port).expect("a SYN-ACK").1;
+        }
+    }
+    assert_eq!(counts(&st), (5, 0, 0));
+
+    // Too young to drop: the new SYN is dropped instead.
+    let t = t0 + evict_age - Duration::from_millis(10);
+    let out = flood(&mut st, &mut raw, t, 50_000);
+    assert!(out.iter().all(|o| o.0 != 50_000), "no SYN-ACK: {out:?}");
+    assert_eq!(counts(&st), (5, 1, 0));
+
+    // Old enough: the oldest half-open connection (40,000) goes, silently,
+    // and the new client completes its handshake.
+    let t = t0 + evict_age;
+    let out = flood(&mut st, &mut raw, t, 50_001);
+    assert!(out.iter().all(|o| o.0 != 40_000), "no RST for it: {out:?}");
+    assert!(out.iter().any(|o| o.0 == 50_001), "a SYN-ACK: {out:?}");
+    assert_eq!(counts(&st), (5, 1, 1));
+    let isn = out.iter().find(|o| o.0 == 50_001).unwrap().1;
+    inject(&mut raw, t, &ack_of(50_001, isn));
+    st.poll(t);
+    // The dropped one's late ACK finds no connection: a RST, and nothing
+    // is created.
+    inject(&mut raw, t, &ack_of(40_000, flood_isn));
+    st.poll(t);
+    let out = server_output(&mut raw, t);
+    assert!(
+        out.iter().any(|o| o.0 == 40_000 && o.2 & RST != 0),
+        "{out:?}"
+    );
+    assert_eq!(st.stats().connections, 5, "{:?}", st.stats());
+
+    // The other two flood connections make room for two more clients,
+    // which complete their handshakes: the backlog holds five completed
+    // connections and no half-open one...
+    let t = t + evict_age;
+    handshake(&mut st, &mut raw, t, 60_000);
+    handshake(&mut st, &mut raw, t, 60_001);
+    assert_eq!(counts(&st), (5, 1, 3));
+    // ... and none of them is dropped for a SYN, however old.
+    let t = t + SYN_RECEIVED_TIMEOUT;
+    st.poll(t);
+    server_output(&mut raw, t);
+    let out = flood(&mut st, &mut raw, t, 60_002);
+    assert!(out.iter().all(|o| o.0 != 60_002), "no SYN-ACK: {out:?}");
+    assert_eq!(counts(&st), (5, 2, 3));
+    let mut ports = Vec::new();
+    while let Ok((fd, peer)) = st.accept4(l, 0) {
+        ports.push(peer.port());
+        st.close(fd).unwrap();
+    }
+    assert_eq!(ports, [41_000, 41_001, 50_001, 60_000, 60_001]);
 }

@@ -73,7 +73,10 @@ impl<D: Device + Lookahead> Stack<D> {
     /// if an unbound socket's ephemeral port cannot be had or a listener
     /// already holds the port. Like Linux, the accept queue holds
     /// `backlog + 1` connections (half-open ones counted); SYNs past that
-    /// are dropped and counted in [`Stats::syn_dropped`].
+    /// are dropped and counted in [`Stats::syn_dropped`], unless a half-open
+    /// connection has waited [`HALF_OPEN_EVICT_AGE`] for its ACK: then it is
+    /// dropped instead ([`Stats::syn_evicted`]), where Linux would answer
+    /// with a SYN cookie.
     pub fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno> {
         let id = self.sock_id(fd)?;
         let core = &mut self.core;
@@ -108,6 +111,7 @@ impl<D: Device + Lookahead> Stack<D> {
             backlog,
             pending: FxHashSet::default(),
             queue: VecDeque::new(),
+            half_open: VecDeque::new(),
         }));
         core.refresh(id);
         trace!(fd, port = bound.port(), backlog, "listen");

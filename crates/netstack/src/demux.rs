@@ -104,6 +104,11 @@ impl Demux {
         self.len
     }
 
+    /// Bytes of its slots.
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+
     /// The connection of `tuple`, if it has one.
     pub(crate) fn get(&self, tuple: &FourTuple) -> Option<ConnId> {
         let key = Key::of(tuple);
@@ -168,6 +173,13 @@ impl Demux {
         }
         self.slots[hole] = VACANT;
         self.len -= 1;
+        if self.len * 8 < self.slots.len() && self.slots.len() > MIN_SLOTS {
+            // An eighth full: half the slots, a quarter full. Growing at
+            // half and shrinking at an eighth leaves a factor of four
+            // between, so each resize is paid for by the inserts or
+            // removes since the previous one.
+            self.resize(self.slots.len() / 2);
+        }
         Some(removed)
     }
 
@@ -202,10 +214,13 @@ impl Demux {
         self.slots[i] = slot;
     }
 
-    /// Doubles the slots (or makes the first ones) and re-inserts every
-    /// entry.
+    /// Doubles the slots (or makes the first ones).
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+    }
+
+    /// Moves every entry into `size` (a power of two) new slots.
+    fn resize(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, vec![VACANT; size]);
         self.shift = 64 - size.trailing_zeros();
         for slot in old {
@@ -329,5 +344,27 @@ mod tests {
             assert!(d.len() * 2 <= d.slots.len());
         }
         assert_eq!(d.slots.len(), 32_768);
+    }
+
+    #[test]
+    fn shrinks_as_it_empties_and_keeps_what_is_left() {
+        let mut d = Demux::new(4);
+        for i in 0..10_000u32 {
+            d.insert(tuple(i, 1, 2, 3), i);
+        }
+        for i in 0..9_990u32 {
+            assert_eq!(d.remove(&tuple(i, 1, 2, 3)), Some(i));
+            assert!(d.len() * 8 >= d.slots.len() || d.slots.len() == MIN_SLOTS);
+        }
+        assert_eq!(d.slots.len(), 64);
+        for i in 9_990..10_000u32 {
+            assert_eq!(d.get(&tuple(i, 1, 2, 3)), Some(i));
+        }
+        for i in 9_990..10_000u32 {
+            d.remove(&tuple(i, 1, 2, 3));
+        }
+        assert_eq!((d.len(), d.slots.len()), (0, MIN_SLOTS));
+        d.insert(tuple(1, 1, 2, 3), 1);
+        assert_eq!(d.get(&tuple(1, 1, 2, 3)), Some(1));
     }
 }

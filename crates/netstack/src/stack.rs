@@ -98,6 +98,7 @@ use crate::timer::TimerWheel;
 
 mod neighbor;
 mod posix;
+mod shrink;
 mod time_wait;
 use time_wait::{FinalSeqs, TimeWait};
 
@@ -332,6 +333,12 @@ pub struct Stats {
     pub demux: usize,
     /// Entries in the timer queue.
     pub timers: usize,
+    /// Bytes the connection, socket, demux and TIME-WAIT tables hold,
+    /// their free room included (not the sockets' buffers or the smoltcp
+    /// sockets, which are counted per connection). They grow with the
+    /// connections and, once most are gone, give the memory back
+    /// (`stack::shrink`).
+    pub table_bytes: usize,
     /// SYNs dropped because a listener's backlog was full (of completed
     /// handshakes, or of half-open connections younger than
     /// [`HALF_OPEN_EVICT_AGE`]).
@@ -628,12 +635,19 @@ struct Core {
     ahead: VecDeque<Ahead>,
     free_conns: Vec<ConnId>,
     conn_count: usize,
+    /// When `conns` next tries to drop its free tail (the `shrink` module).
+    conn_mark: shrink::ShrinkMark,
     demux: Demux,
     listeners: FxHashMap<u16, SockId>,
     ports: FxHashMap<u16, PortUse>,
     socks: Vec<SockSlot>,
     free_socks: Vec<u32>,
     sock_count: usize,
+    /// When `socks` next tries to drop its free tail.
+    sock_mark: shrink::ShrinkMark,
+    /// The highest generation of a socket slot dropped from the end of
+    /// `socks`: new slots start above it.
+    retired_generation: u32,
     /// Connections waiting for egress, in order (each at most once: see
     /// `Conn::dirty`).
     dirty: VecDeque<ConnId>,
@@ -894,12 +908,15 @@ impl<D: Device + Lookahead> Stack<D> {
                 ahead: VecDeque::with_capacity(PREFETCH_DEPTH),
                 free_conns: Vec::new(),
                 conn_count: 0,
+                conn_mark: shrink::ShrinkMark::default(),
                 demux: Demux::new(next_random(&mut rng)),
                 listeners: FxHashMap::default(),
                 ports: FxHashMap::default(),
                 socks: Vec::new(),
                 free_socks: Vec::new(),
                 sock_count: 0,
+                sock_mark: shrink::ShrinkMark::default(),
+                retired_generation: 0,
                 dirty: VecDeque::new(),
                 timers: TimerWheel::new(now),
                 armed: 0,
@@ -954,6 +971,7 @@ impl<D: Device + Lookahead> Stack<D> {
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();
         stats.timers = self.core.armed;
+        stats.table_bytes = self.core.table_bytes();
         stats
     }
 
@@ -1400,6 +1418,7 @@ impl Core {
             }
             None => {
                 self.conns.push(Some(conn));
+                self.conn_mark.grew(self.conns.len());
                 (self.conns.len() - 1) as ConnId
             }
         }
@@ -1452,6 +1471,7 @@ impl Core {
                 }
             }
         }
+        self.shrink_conns_if_due();
     }
 
     /// Receive and send buffers of `rx` and `tx` bytes for a new socket:
@@ -1554,6 +1574,7 @@ impl Core {
                 }
             }
         }
+        self.shrink_socks_if_due();
     }
 
     /// Handles one received packet.
@@ -2132,6 +2153,7 @@ impl Core {
                 trace!(?tuple, "TIME-WAIT over");
             }
         }
+        self.shrink_time_wait_if_due();
         fired
     }
 
@@ -2320,6 +2342,45 @@ mod tests {
         let cutoff = Instant::from_secs(1_000_000);
         assert_eq!(l.take_stale_half_open(lid, &conns, cutoff), None);
         assert!(l.half_open.is_empty());
+    }
+
+    #[test]
+    fn a_socket_slot_dropped_from_the_table_returns_with_a_newer_generation() {
+        // Thousands of sockets, all closed: the socket table drops its
+        // slots. Grown again, the slot of the last one must not accept the
+        // old id.
+        let (_peer, dev) = netdev::Link::pair(1500);
+        let t = Instant::from_secs(1);
+        let mut st =
+            Stack::new(dev, StackConfig::new(Ipv4Addr::new(198, 18, 0, 1), 15), t).unwrap();
+        let n = 3 * shrink::SHRINK_MIN_SLOTS;
+        let open = |st: &mut Stack<netdev::LinkDevice>| -> Vec<i32> {
+            (0..n)
+                .map(|_| st.socket(AF_INET, SOCK_STREAM, 0).unwrap())
+                .collect()
+        };
+        let fds = open(&mut st);
+        let last = st.sock_id(fds[n - 1]).unwrap();
+        for fd in fds {
+            st.close(fd).unwrap();
+        }
+        st.poll(t);
+        assert!(
+            st.core.socks.len() <= last.index as usize,
+            "{}",
+            st.core.socks.len()
+        );
+        assert!(st.core.socks.capacity() < n);
+        assert_eq!(st.core.entry(last).err(), Some(Errno::EBADF));
+        let fds = open(&mut st);
+        let ids: Vec<SockId> = fds.iter().map(|&fd| st.sock_id(fd).unwrap()).collect();
+        let again = ids
+            .iter()
+            .find(|id| id.index == last.index)
+            .expect("the slot is back");
+        assert!(again.generation > last.generation, "{again:?} vs {last:?}");
+        assert_eq!(st.core.entry(last).err(), Some(Errno::EBADF));
+        assert!(st.core.entry(*again).is_ok());
     }
 
     #[test]

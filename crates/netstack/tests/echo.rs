@@ -74,7 +74,11 @@ fn echo_over(mut p: Pair, n: usize, et: bool) {
     let mut done = 0;
     let mut rounds = 0;
     let mut buf = [0u8; 64];
+    let mut peak_tables = [0usize; 2];
     while done < n {
+        for (peak, st) in peak_tables.iter_mut().zip([&p.server, &p.client]) {
+            *peak = (*peak).max(st.stats().table_bytes);
+        }
         rounds += 1;
         assert!(rounds < 100_000, "echo stalled with {done}/{n} done");
         p.server.poll(p.now);
@@ -116,8 +120,15 @@ fn echo_over(mut p: Pair, n: usize, et: bool) {
     p.server.close(sep).unwrap();
     p.client.close(cep).unwrap();
     p.settle();
-    for st in [&p.server, &p.client] {
+    for (peak, st) in peak_tables.into_iter().zip([&p.server, &p.client]) {
         let s = st.stats();
+        if n >= 10_000 {
+            // The tables gave back their peak (for 10,000 connections,
+            // 2.8-6.3 MB) down to the floor they keep: room for a few
+            // thousand connections, under 2 MiB.
+            assert!(s.table_bytes < 2 << 20, "peak {peak}: {s:?}");
+            assert!(peak > 2 * s.table_bytes, "peak {peak}: {s:?}");
+        }
         assert_eq!(
             (
                 s.fds,

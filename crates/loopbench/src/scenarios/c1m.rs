@@ -18,7 +18,8 @@
 //! closed (client first, so its tuples stay in TIME-WAIT without buffers)
 //! and, after `malloc_trim`, the RSS still added over the baseline is
 //! reported: what the stacks keep once their connections are gone (empty
-//! buffer slabs go back to the kernel; tables keep their peak capacity).
+//! buffer slabs go back to the kernel, tables their free tails; the
+//! client's tuples are still in TIME-WAIT).
 //!
 //! The kernel does the same over 127.0.0.1 with as many connections as
 //! `RLIMIT_NOFILE` allows (two descriptors each); its socket memory is
@@ -291,10 +292,12 @@ fn user_side(n: usize) -> Outcome {
             let closed = rss_bytes().ok();
             eprintln!(
                 "[c1m] usertcp: all closed in {:.2} s, {} tuples in TIME-WAIT; RSS {closed:?}, \
-                 heap still held {:?} B",
+                 heap still held {:?} B, tables {} + {} B",
                 t.elapsed().as_secs_f64(),
                 pair.client.stats().time_wait,
-                counting.as_ref().map(Counting::live_bytes)
+                counting.as_ref().map(Counting::live_bytes),
+                pair.client.stats().table_bytes,
+                pair.server.stats().table_bytes,
             );
             match before.zip(closed) {
                 Some((b, c)) => Figure::Value(c.saturating_sub(b) as f64),

@@ -650,7 +650,7 @@ impl<D: Device + Lookahead> Stack<D> {
 
     // ---- helpers ------------------------------------------------------------
 
-    fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
+    pub(super) fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
         self.core.reap();
         self.files.with(fd, |file| match file {
             File::Socket(s) => Ok(s.id()),
@@ -671,9 +671,10 @@ impl<D: Device + Lookahead> Stack<D> {
             None => {
                 let i = u32::try_from(core.socks.len()).map_err(|_| Errno::ENFILE)?;
                 core.socks.push(SockSlot {
-                    generation: 0,
+                    generation: core.retired_generation,
                     entry: None,
                 });
+                core.sock_mark.grew(core.socks.len());
                 i
             }
         };

@@ -60,10 +60,33 @@ struct Slot<F> {
 }
 
 struct Table<F> {
+    /// As long as the highest open number plus one (see `trim_tail`).
     slots: Vec<Option<Slot<F>>>,
     /// Free numbers below `slots.len()`.
     free: BTreeSet<usize>,
     open: usize,
+}
+
+/// Slots a table keeps room for however few descriptors are open.
+const MIN_SLOTS: usize = 64;
+
+impl<F> Table<F> {
+    /// The highest number was closed: drops the free numbers at the top,
+    /// so that the table (and the free set) is only as long as the highest
+    /// open number, and gives the memory back once the slots would fit
+    /// four times over. Numbers above the table are all free, so the
+    /// lowest free number, and so every allocation, stays the same.
+    /// Each slot popped was pushed once, so this is amortised O(log n).
+    fn trim_tail(&mut self) {
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        drop(self.free.split_off(&len));
+        if self.slots.capacity() > 4 * len.max(MIN_SLOTS) {
+            self.slots.shrink_to(2 * len.max(MIN_SLOTS));
+        }
+    }
 }
 
 /// A table of descriptors: fd number to open file description.
@@ -107,6 +130,14 @@ impl<F: FileDescription> FdTable<F> {
     /// The number of open descriptors.
     pub fn len(&self) -> usize {
         self.table.lock().open
+    }
+
+    /// Bytes the table holds for its numbers, free room included (an
+    /// estimate for the free set: 16 bytes a number). It grows with the
+    /// highest open number and shrinks back when the top numbers close.
+    pub fn table_bytes(&self) -> usize {
+        let table = self.table.lock();
+        table.slots.capacity() * std::mem::size_of::<Option<Slot<F>>>() + table.free.len() * 16
     }
 
     /// True if no descriptor is open.
@@ -192,6 +223,9 @@ impl<F: FileDescription> FdTable<F> {
                 .ok_or(Errno::EBADF)?;
             table.free.insert(index);
             table.open -= 1;
+            if index + 1 == table.slots.len() {
+                table.trim_tail();
+            }
             slot
         };
         drop(slot);
@@ -478,5 +512,51 @@ mod tests {
         assert_eq!(fds.read(w, &mut [0; 1]), Err(Errno::EBADF));
         let ep = fds.epoll_create1(0).unwrap();
         assert_eq!(fds.read(ep, &mut [0; 8]), Err(Errno::EINVAL));
+    }
+
+    /// The open numbers of `t`, ascending.
+    fn open_numbers(t: &FdTable<BasicFile>) -> Vec<usize> {
+        let table = t.table.lock();
+        (0..table.slots.len())
+            .filter(|&i| table.slots[i].is_some())
+            .collect()
+    }
+
+    #[test]
+    fn closing_the_top_numbers_shrinks_the_table_and_keeps_lowest_first() {
+        let t: FdTable<BasicFile> = FdTable::new();
+        let fds: Vec<i32> = (0..10_000).map(|_| t.eventfd(0, 0).unwrap()).collect();
+        assert_eq!(fds, (0..10_000).collect::<Vec<i32>>());
+        let peak = t.table_bytes();
+        // Close the bottom half and then the top half from the top down,
+        // interleaved with a shuffle of the middle.
+        for fd in (0..5_000).rev() {
+            t.close(fd).unwrap();
+        }
+        for fd in (5_000..10_000).map(|i| 5_000 + (i * 7_919) % 5_000) {
+            if fd != 7_000 {
+                t.close(fd).unwrap();
+            }
+        }
+        // Only 7,000 is open: the table ends there, the free set holds
+        // exactly the numbers below it.
+        {
+            let table = t.table.lock();
+            assert_eq!(table.slots.len(), 7_001);
+            assert_eq!(table.free.len(), 7_000);
+            assert_eq!(table.free.last(), Some(&6_999));
+        }
+        // Lowest-first is unchanged: 0, 1, then after 6,999 comes 7,001.
+        assert_eq!(t.eventfd(0, 0), Ok(0));
+        assert_eq!(t.eventfd(0, 0), Ok(1));
+        t.close(0).unwrap();
+        t.close(1).unwrap();
+        t.close(7_000).unwrap();
+        assert!(open_numbers(&t).is_empty());
+        assert!(t.table_bytes() * 10 < peak, "{} of {peak}", t.table_bytes());
+        assert_eq!(t.eventfd(0, 0), Ok(0));
+        let more: Vec<i32> = (0..3).map(|_| t.eventfd(0, 0).unwrap()).collect();
+        assert_eq!(more, [1, 2, 3]);
+        assert_eq!(open_numbers(&t), [0, 1, 2, 3]);
     }
 }

@@ -333,8 +333,8 @@ pub struct Stats {
     pub demux: usize,
     /// Entries in the timer queue.
     pub timers: usize,
-    /// Bytes the connection, socket, demux and TIME-WAIT tables hold,
-    /// their free room included (not the sockets' buffers or the smoltcp
+    /// Bytes the descriptor, connection, socket, demux and TIME-WAIT tables
+    /// hold, their free room included (not the sockets' buffers or the smoltcp
     /// sockets, which are counted per connection). They grow with the
     /// connections and, once most are gone, give the memory back
     /// (`stack::shrink`).
@@ -971,7 +971,7 @@ impl<D: Device + Lookahead> Stack<D> {
         stats.time_wait = self.core.time_wait.len();
         stats.demux = self.core.demux.len();
         stats.timers = self.core.armed;
-        stats.table_bytes = self.core.table_bytes();
+        stats.table_bytes = self.core.table_bytes() + self.files.table_bytes();
         stats
     }
 

@@ -35,11 +35,16 @@
 //!   carved from 2 MiB slabs marked `MADV_HUGEPAGE` (the `arena` module)
 //!   and pooled with their sockets for the next connection, so many active
 //!   connections do not cost a TLB miss per buffer touched; the memory of
-//!   slabs left empty as connections close goes back to the kernel.
+//!   slabs left empty as connections close goes back to the kernel, and so
+//!   does the room of the connection, socket, demux and TIME-WAIT tables
+//!   once most of their entries are gone (the `stack::shrink` module).
 //! - **Listeners** with an accept queue and a backlog: a SYN to a listening
 //!   port makes a connection on the spot; SYNs past the backlog are dropped
 //!   and counted, and the client's retransmitted SYN gets in once the
-//!   application accepts.
+//!   application accepts. A half-open connection that has waited
+//!   [`HALF_OPEN_EVICT_AGE`] for its ACK gives its place to a new SYN, so
+//!   a SYN flood cannot keep a listener shut (smoltcp leaves no room for
+//!   SYN cookies).
 //! - **Events**: each [`Socket`] owns a [`WaitQueue`](eventpoll::WaitQueue)
 //!   and implements [`Pollable`](eventpoll::Pollable) with Linux's
 //!   `tcp_poll` rules, so any number of epolls can watch it. After every

@@ -2115,6 +2115,7 @@ impl Core {
         let mut fired = false;
         let mut expired = std::mem::take(&mut self.expired);
         self.timers.expire(now, &mut expired);
+        let count = expired.len();
         for (t, id) in expired.drain(..) {
             let Some(conn) = self.conn_mut(id) else {
                 continue;
@@ -2139,6 +2140,10 @@ impl Core {
                 }
                 None => self.armed -= 1,
             }
+        }
+        if expired.capacity() > shrink::SHRINK_MIN_SLOTS.max(4 * count) {
+            // Sized by a burst of expiries: keep room for this many.
+            expired.shrink_to(shrink::SHRINK_MIN_SLOTS.max(2 * count));
         }
         self.expired = expired;
         while let Some(&(t, tuple)) = self.tw_timers.front() {

@@ -42,6 +42,8 @@ pub(crate) const SLOTS: usize = 4096;
 /// The wheel's resolution, one tick, in microseconds (1 ms).
 const TICK_US: i64 = 1000;
 const MASK: i64 = SLOTS as i64 - 1;
+/// Entries a drained bucket keeps room for however few it held.
+const BUCKET_KEEP: usize = 16;
 
 /// A hashed timer wheel of `(deadline, id)` entries with an overflow set
 /// for far deadlines. See the module docs.
@@ -142,6 +144,12 @@ impl TimerWheel {
             if bucket.is_empty() {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
             }
+            // A bucket sized by a peak gives its room back the next time it
+            // is drained holding under a quarter of it; a steady load keeps
+            // its buckets (a doubling Vec is at most twice what it held).
+            if bucket.capacity() > BUCKET_KEEP.max(4 * before) {
+                bucket.shrink_to(BUCKET_KEEP.max(2 * before));
+            }
         }
         self.current = target;
         // Far deadlines that came within a revolution move into the wheel
@@ -205,6 +213,42 @@ mod tests {
         w.expire(now, &mut out);
         out.sort();
         out
+    }
+
+    #[test]
+    fn buckets_give_back_the_room_of_a_peak() {
+        let mut w = TimerWheel::new(ms(0));
+        // A peak: 10,000 deadlines in one tick, then a quiet revolution in
+        // which the bucket is used again.
+        for id in 0..10_000 {
+            w.push(ms(5), id);
+        }
+        assert_eq!(expire(&mut w, ms(5)).len(), 10_000);
+        let slot = (tick_of(ms(5)) & MASK) as usize;
+        assert!(w.slots[slot].capacity() >= 10_000);
+        // Within a revolution of `current`, so into the bucket (not `far`).
+        assert!(expire(&mut w, ms(100)).is_empty());
+        for id in 0..3 {
+            w.push(ms(5 + SLOTS as i64), id);
+        }
+        assert_eq!(expire(&mut w, ms(5 + SLOTS as i64)).len(), 3);
+        assert!(
+            w.slots[slot].capacity() <= BUCKET_KEEP,
+            "{}",
+            w.slots[slot].capacity()
+        );
+        // A steady load keeps its room.
+        for round in 2..4 {
+            assert!(expire(&mut w, ms(100 + (round - 1) * SLOTS as i64)).is_empty());
+            for id in 0..1_000 {
+                w.push(ms(5 + round * SLOTS as i64), id);
+            }
+            let cap = w.slots[slot].capacity();
+            assert_eq!(expire(&mut w, ms(5 + round * SLOTS as i64)).len(), 1_000);
+            if round == 3 {
+                assert_eq!(w.slots[slot].capacity(), cap, "no reallocation");
+            }
+        }
     }
 
     #[test]

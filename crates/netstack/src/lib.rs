@@ -72,6 +72,12 @@
 //!   past it), orphans (closed descriptors) that time out, and several local
 //!   addresses ([`StackConfig::extra_addrs`]) over which connections from
 //!   unbound sockets spread, ~28k per address and server port.
+//! - **`recv`/`send` flags** with Linux's TCP meaning
+//!   ([`Stack::recv_flags`], [`Stack::send_flags`]): [`MSG_PEEK`],
+//!   [`MSG_TRUNC`] (discard without copying), [`MSG_DONTWAIT`] and
+//!   [`MSG_WAITALL`] (for [`Net`]'s blocking calls), [`MSG_NOSIGNAL`] and
+//!   [`MSG_MORE`] accepted, [`MSG_ERRQUEUE`] and [`MSG_OOB`] with Linux's
+//!   errno; `tests/flags.rs` checks the same calls against the kernel.
 //! - **Descriptors**: one [`eventpoll::FdTable`] of [`File`]s per stack;
 //!   closing the last descriptor of a socket closes its connection and
 //!   removes its epoll registrations (Linux's file-description rule).
@@ -102,7 +108,9 @@
 //!   from past the old connection's as Linux's does. (Unacknowledged data
 //!   or FINs give up after [`RETRANSMIT_TIMEOUT`] of silence, Linux's
 //!   `tcp_retries2`, and an orphan after [`ORPHAN_TIMEOUT`].)
-//! - `SO_LINGER`, `MSG_*` flags, `SO_RCVLOWAT`, urgent data, IPv6.
+//! - `SO_LINGER`, `SO_RCVLOWAT`, urgent data (`MSG_OOB`), IPv6.
+//!   `MSG_WAITALL` with `MSG_PEEK` does not wait for more than is queued
+//!   (Linux does).
 //!
 //! ## Invariants
 //!
@@ -151,7 +159,8 @@ pub use socket::{File, Socket};
 pub use stack::{
     AF_INET, CONNECT_TIMEOUT, DEFAULT_BUFFER, EPHEMERAL_FIRST, EPHEMERAL_LAST, F_GETFD, F_GETFL,
     F_SETFD, F_SETFL, FD_CLOEXEC, FourTuple, HALF_OPEN_EVICT_AGE, IPPROTO_TCP, KEEPALIVE_IDLE,
-    KEEPALIVE_PROBING, MAX_BUFFER, MIN_BUFFER, ORPHAN_TIMEOUT, POOL_MAX, PREFETCH_MIN_CONNS,
+    KEEPALIVE_PROBING, MAX_BUFFER, MIN_BUFFER, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_NOSIGNAL,
+    MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, ORPHAN_TIMEOUT, POOL_MAX, PREFETCH_MIN_CONNS,
     RETRANSMIT_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE, SO_RCVBUF,
     SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET,
     SYN_RECEIVED_TIMEOUT, Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,

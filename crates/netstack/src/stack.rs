@@ -134,6 +134,31 @@ pub const SHUT_RD: i32 = 0;
 pub const SHUT_WR: i32 = 1;
 /// `SHUT_RDWR`.
 pub const SHUT_RDWR: i32 = 2;
+/// `MSG_OOB`: urgent data. TCP urgent data is not supported (smoltcp has
+/// none): `recv` gives `EINVAL`, as Linux does with no urgent data
+/// pending, and `send` gives `EOPNOTSUPP`.
+pub const MSG_OOB: i32 = 0x1;
+/// `MSG_PEEK`: `recv` copies the data but leaves it queued.
+pub const MSG_PEEK: i32 = 0x2;
+/// `MSG_TRUNC`: `recv` on TCP discards up to `buf.len()` bytes without
+/// copying them (Linux's TCP meaning) and returns the count.
+pub const MSG_TRUNC: i32 = 0x20;
+/// `MSG_DONTWAIT`: this one call does not block. [`Stack`] never blocks;
+/// it matters to [`Net`](crate::Net).
+pub const MSG_DONTWAIT: i32 = 0x40;
+/// `MSG_WAITALL`: a blocking `recv` waits for all of `buf` (or end of
+/// stream, an error, the `SO_RCVTIMEO`). [`Stack`] never blocks; it matters
+/// to [`Net`](crate::Net).
+pub const MSG_WAITALL: i32 = 0x100;
+/// `MSG_ERRQUEUE`: the socket error queue, which is always empty here
+/// (`EAGAIN`, as on Linux with nothing queued).
+pub const MSG_ERRQUEUE: i32 = 0x2000;
+/// `MSG_NOSIGNAL`: accepted; this stack never raises `SIGPIPE` (a send on
+/// a closed stream is `EPIPE` only).
+pub const MSG_NOSIGNAL: i32 = 0x4000;
+/// `MSG_MORE`: accepted as a hint this stack does not act on (segments go
+/// out as the socket's `TCP_NODELAY` setting says).
+pub const MSG_MORE: i32 = 0x8000;
 /// `F_GETFD`.
 pub const F_GETFD: i32 = 1;
 /// `F_SETFD`.

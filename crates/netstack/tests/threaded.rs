@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use eventpoll::{EpollEvent, Errno, Events};
 use netdev::Link;
 use netstack::{
-    AF_INET, Epoll, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO, SOCK_NONBLOCK, SOCK_STREAM,
-    StackConfig, TcpListener, TcpStream, ThreadOptions,
+    AF_INET, Epoll, MSG_DONTWAIT, MSG_WAITALL, Net, NetThread, SO_RCVTIMEO, SO_SNDTIMEO,
+    SOCK_NONBLOCK, SOCK_STREAM, StackConfig, TcpListener, TcpStream, ThreadOptions,
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -869,4 +869,108 @@ fn stack_thread_sleeps_for_pollout_while_the_device_is_full() {
     }
     pending.store(false, Ordering::SeqCst);
     net.shutdown();
+}
+
+/// A connected (client stream, server stream) on `port`, both blocking.
+fn connected(server: &Net, client: &Net, port: u16) -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind(server, addr(SERVER, port)).unwrap();
+    let c = TcpStream::connect(client, addr(SERVER, port)).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+#[test]
+fn msg_dontwait_makes_one_call_on_a_blocking_stream_non_blocking() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7301);
+    // Bounds, so that a flag ignored fails the test instead of hanging it.
+    c.set_read_timeout(Some(MUST)).unwrap();
+    c.set_write_timeout(Some(MUST)).unwrap();
+    let mut buf = [0u8; 8];
+    let parks = client.thread_stats().parks;
+    assert_eq!(
+        client.recv_flags(c.fd(), &mut buf, MSG_DONTWAIT),
+        Err(Errno::EAGAIN)
+    );
+    assert_eq!(client.thread_stats().parks, parks, "the call never slept");
+    // The stream itself is still blocking: a plain recv waits for data.
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        (&s).write_all(b"late").unwrap();
+        s
+    });
+    assert_eq!(client.recv(c.fd(), &mut buf), Ok(4));
+    assert!(client.thread_stats().parks > parks, "this one slept");
+    let _s = join_within(writer);
+    // A full send buffer: MSG_DONTWAIT queues what fits and returns.
+    let big = vec![7u8; 4 << 20];
+    let sent = client.send_flags(c.fd(), &big, MSG_DONTWAIT).unwrap();
+    assert!(sent > 0 && sent < big.len(), "sent {sent}");
+    assert_eq!(
+        client.send_flags(c.fd(), &big, MSG_DONTWAIT),
+        Err(Errno::EAGAIN)
+    );
+}
+
+#[test]
+fn msg_waitall_waits_for_the_whole_buffer_or_the_end_of_the_stream() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7302);
+    let writer = thread::spawn(move || {
+        for piece in [b"first ", b"secnd ", b"third "] {
+            thread::sleep(Duration::from_millis(10));
+            (&s).write_all(piece).unwrap();
+        }
+        thread::sleep(Duration::from_millis(10));
+        (&s).write_all(b"tail").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s
+    });
+    let mut buf = [0u8; 18];
+    assert_eq!(client.recv_flags(c.fd(), &mut buf, MSG_WAITALL), Ok(18));
+    assert_eq!(&buf, b"first secnd third ");
+    // End of stream cuts the next one short, then reads 0.
+    assert_eq!(client.recv_flags(c.fd(), &mut buf, MSG_WAITALL), Ok(4));
+    assert_eq!(&buf[..4], b"tail");
+    assert_eq!(client.recv_flags(c.fd(), &mut buf, MSG_WAITALL), Ok(0));
+    let _s = join_within(writer);
+}
+
+#[test]
+fn msg_waitall_cut_short_by_a_reset_reports_it_on_the_next_call() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7303);
+    // Unread data on the server makes its close a reset.
+    (&c).write_all(b"never read").unwrap();
+    let closer = thread::spawn(move || {
+        (&s).write_all(b"0123456789").unwrap();
+        thread::sleep(Duration::from_millis(20));
+        drop(s);
+    });
+    let mut buf = [0u8; 30];
+    assert_eq!(client.recv_flags(c.fd(), &mut buf, MSG_WAITALL), Ok(10));
+    assert_eq!(&buf[..10], b"0123456789");
+    assert_eq!(
+        client.recv_flags(c.fd(), &mut buf, MSG_WAITALL),
+        Err(Errno::ECONNRESET)
+    );
+    join_within(closer);
+}
+
+#[test]
+fn peek_waits_for_data_and_leaves_it_for_read() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7304);
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        (&s).write_all(b"peekaboo").unwrap();
+        s
+    });
+    let mut buf = [0u8; 8];
+    assert_eq!(c.peek(&mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"peekaboo");
+    let mut again = [0u8; 8];
+    (&c).read_exact(&mut again).unwrap();
+    assert_eq!(again, buf);
+    let _s = join_within(writer);
 }

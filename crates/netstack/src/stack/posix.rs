@@ -259,9 +259,46 @@ impl<D: Device + Lookahead> Stack<D> {
     /// connected), `EAGAIN` (nothing yet), a pending `SO_ERROR`
     /// (`ECONNRESET`, ...), which it clears.
     pub fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.recv_flags(fd, buf, 0)
+    }
+
+    /// `recv(fd, buf, flags)`: [`recv`](Stack::recv) with Linux's TCP
+    /// flags. [`MSG_PEEK`] leaves the data queued; [`MSG_TRUNC`] discards
+    /// up to `buf.len()` bytes without copying them (with `MSG_PEEK`: counts
+    /// them); [`MSG_ERRQUEUE`] is `EAGAIN` (the error queue is always
+    /// empty); [`MSG_OOB`] is `EINVAL` (no urgent data, `ENOTCONN` on a
+    /// listener); [`MSG_DONTWAIT`] and [`MSG_WAITALL`] change nothing here
+    /// (this stack never blocks). Other bits are ignored, as Linux ignores
+    /// them.
+    pub fn recv_flags(&mut self, fd: i32, buf: &mut [u8], flags: i32) -> Result<usize, Errno> {
+        self.recv_with(fd, buf, flags, true)
+    }
+
+    /// [`recv_flags`](Stack::recv_flags); with `take_error` false a pending
+    /// `SO_ERROR` is returned but stays pending (for a `MSG_WAITALL` read
+    /// that already has bytes to return, as Linux reports the error on the
+    /// next call).
+    pub(crate) fn recv_with(
+        &mut self,
+        fd: i32,
+        buf: &mut [u8],
+        flags: i32,
+        take_error: bool,
+    ) -> Result<usize, Errno> {
         let id = self.sock_id(fd)?;
         let core = &mut self.core;
         let entry = core.entry_mut(id)?;
+        if flags & (MSG_ERRQUEUE | MSG_OOB) != 0 {
+            // Linux's order: the error queue before anything else, then a
+            // listener, then the (absent) urgent byte.
+            if flags & MSG_ERRQUEUE != 0 {
+                return Err(Errno::EAGAIN);
+            }
+            return Err(match entry.kind {
+                Kind::Listener(_) => Errno::ENOTCONN,
+                _ => Errno::EINVAL,
+            });
+        }
         let cid = match entry.kind {
             Kind::Conn(cid) => cid,
             _ => return Err(Errno::ENOTCONN),
@@ -272,21 +309,26 @@ impl<D: Device + Lookahead> Stack<D> {
         let conn = core.conn_mut(cid).ok_or(Errno::ENOTCONN)?;
         let sock = conn.tcp_mut();
         if sock.recv_queue() > 0 && !buf.is_empty() {
-            let n = sock.recv_slice(buf).unwrap_or(0);
+            let n = match flags & (MSG_PEEK | MSG_TRUNC) {
+                0 => sock.recv_slice(buf).unwrap_or(0),
+                MSG_PEEK => return Ok(sock.peek_slice(buf).unwrap_or(0)),
+                MSG_TRUNC => discard(sock, buf.len()),
+                _ => return Ok(sock.recv_queue().min(buf.len())),
+            };
             if prefetching && sock.recv_queue() == 0 {
                 // Drained: the next segment's payload goes where the read
                 // stopped (an empty slice there points at it).
                 conn.rx_next_at = sock.peek(0).map_or(0, |rest| rest.as_ptr() as usize);
             }
             self.recv_step(cid);
-            trace!(fd, bytes = n, "recv");
+            trace!(fd, bytes = n, flags, "recv");
             return Ok(n);
         }
         if let Some(e) = pending_error {
-            if let Ok(entry) = core.entry_mut(id) {
+            if take_error && let Ok(entry) = core.entry_mut(id) {
                 entry.error = None;
+                core.refresh(id);
             }
-            core.refresh(id);
             return Err(e);
         }
         let state = sock.state();
@@ -300,7 +342,19 @@ impl<D: Device + Lookahead> Stack<D> {
     /// or on a socket that never connected, `EAGAIN` while connecting or
     /// with the send buffer full, a pending `SO_ERROR` (cleared).
     pub fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        self.send_flags(fd, buf, 0)
+    }
+
+    /// `send(fd, buf, flags)`: [`send`](Stack::send) with Linux's flags.
+    /// [`MSG_OOB`] is `EOPNOTSUPP` (no urgent data in this stack);
+    /// [`MSG_DONTWAIT`], [`MSG_NOSIGNAL`] (no signals here) and [`MSG_MORE`]
+    /// are accepted and change nothing; other bits are ignored, as Linux
+    /// ignores them.
+    pub fn send_flags(&mut self, fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno> {
         let id = self.sock_id(fd)?;
+        if flags & MSG_OOB != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
         let core = &mut self.core;
         let entry = core.entry_mut(id)?;
         if let Some(e) = entry.error.take() {
@@ -340,7 +394,7 @@ impl<D: Device + Lookahead> Stack<D> {
             return Err(Errno::EAGAIN);
         }
         self.send_step(cid);
-        trace!(fd, bytes = n, "send");
+        trace!(fd, bytes = n, flags, "send");
         Ok(n)
     }
 
@@ -733,4 +787,22 @@ fn conn_set_owner(core: &mut Core, cid: ConnId, sock: SockId) {
         conn.sock = Some(sock);
         conn.file_at = file_at;
     }
+}
+
+/// Drops up to `len` queued bytes from `sock`'s receive buffer without
+/// copying them (`MSG_TRUNC`); the buffer is a ring, so the bytes may lie
+/// in two runs. Returns how many went.
+fn discard(sock: &mut tcp::Socket<'static>, len: usize) -> usize {
+    let mut dropped = 0;
+    while dropped < len {
+        let want = len - dropped;
+        match sock.recv(|run: &mut [u8]| {
+            let n = run.len().min(want);
+            (n, n)
+        }) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
+    dropped
 }

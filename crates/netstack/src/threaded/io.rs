@@ -225,6 +225,14 @@ impl TcpStream {
             .map_err(err)
     }
 
+    /// Reads without taking the data off the queue (`MSG_PEEK`), like
+    /// `std::net::TcpStream::peek`: waits for data on a blocking stream.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.net
+            .recv_flags(self.fd, buf, crate::MSG_PEEK)
+            .map_err(err)
+    }
+
     /// A second handle on the same connection (`dup`).
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         Ok(TcpStream {

@@ -660,12 +660,14 @@ impl Net {
     /// The blocking-call loop (module docs): runs `op(stack, nonblocking)`;
     /// while it fails with an errno for which `retry` holds on a blocking
     /// socket, sleeps until the socket's queue is woken with `want`, the
-    /// timeout of `dir`, or the socket is gone.
+    /// timeout of `dir`, or the socket is gone. With `dontwait`
+    /// (`MSG_DONTWAIT`) the call is non-blocking whatever the socket is.
     fn blocking<T>(
         &self,
         fd: i32,
         want: Events,
         dir: Dir,
+        dontwait: bool,
         mut op: impl FnMut(&mut dyn Ops, bool) -> Result<T, Errno>,
         retry: impl Fn(Errno) -> bool,
     ) -> Result<T, Errno> {
@@ -683,7 +685,7 @@ impl Net {
                 // The descriptor was closed and its number reused.
                 return Err(Errno::EBADF);
             }
-            let nonblocking = sock.is_nonblocking();
+            let nonblocking = dontwait || sock.is_nonblocking();
             let r = op(&mut *st.stack, nonblocking);
             match r {
                 Err(e) if retry(e) && !nonblocking => {}
@@ -762,6 +764,7 @@ impl Net {
             fd,
             Events::IN,
             Dir::Read,
+            false,
             |s, _| s.accept4(fd, flags),
             |e| e == Errno::EAGAIN,
         )
@@ -777,6 +780,7 @@ impl Net {
             fd,
             Events::OUT,
             Dir::Connect,
+            false,
             |s, _| {
                 if !started {
                     started = true;
@@ -797,13 +801,42 @@ impl Net {
     /// `SO_RCVTIMEO`). Buffered data is returned without waiting for the
     /// stack thread.
     pub fn recv(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-        self.blocking(
+        self.recv_flags(fd, buf, 0)
+    }
+
+    /// `recv(fd, buf, flags)`, as [`Stack::recv_flags`], blocking as
+    /// [`recv`](Net::recv) does. [`MSG_DONTWAIT`](crate::MSG_DONTWAIT)
+    /// makes this call non-blocking. [`MSG_WAITALL`](crate::MSG_WAITALL) on
+    /// a blocking call waits until all of `buf` is filled; end of stream,
+    /// an error or the `SO_RCVTIMEO` cut it short, returning the bytes it
+    /// got (an error then stays pending for the next call, as on Linux).
+    /// With `MSG_PEEK` it does not wait for more than is there (Linux
+    /// would).
+    pub fn recv_flags(&self, fd: i32, buf: &mut [u8], flags: i32) -> Result<usize, Errno> {
+        let wait_all = flags & crate::MSG_WAITALL != 0 && flags & crate::MSG_PEEK == 0;
+        let mut got = 0;
+        let r = self.blocking(
             fd,
             Events::IN | Events::RDHUP,
             Dir::Read,
-            |s, _| s.recv(fd, buf),
+            flags & crate::MSG_DONTWAIT != 0,
+            |s, nonblocking| {
+                loop {
+                    // Once bytes are in hand, an error is reported next time.
+                    let n = s.recv(fd, &mut buf[got..], flags, got == 0)?;
+                    got += n;
+                    if n == 0 || got == buf.len() || nonblocking || !wait_all {
+                        return Ok(());
+                    }
+                }
+            },
             |e| e == Errno::EAGAIN,
-        )
+        );
+        match r {
+            Ok(()) => Ok(got),
+            Err(_) if got > 0 => Ok(got),
+            Err(e) => Err(e),
+        }
     }
 
     /// `send(fd, buf, 0)`, as [`Stack::send`]. On a blocking socket it
@@ -812,21 +845,25 @@ impl Net {
     /// their count, as Linux does. Data that fits is queued (and handed to
     /// the device) without waiting for the stack thread.
     pub fn send(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        self.send_flags(fd, buf, 0)
+    }
+
+    /// `send(fd, buf, flags)`, as [`Stack::send_flags`], blocking as
+    /// [`send`](Net::send) does; [`MSG_DONTWAIT`](crate::MSG_DONTWAIT)
+    /// makes this call non-blocking (it queues what fits).
+    pub fn send_flags(&self, fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno> {
         let mut sent = 0;
         let r = self.blocking(
             fd,
             Events::OUT,
             Dir::Write,
+            flags & crate::MSG_DONTWAIT != 0,
             |s, nonblocking| {
                 loop {
-                    match s.send(fd, &buf[sent..]) {
-                        Ok(n) => {
-                            sent += n;
-                            if sent == buf.len() || nonblocking || n == 0 {
-                                return Ok(());
-                            }
-                        }
-                        Err(e) => return Err(e),
+                    let n = s.send(fd, &buf[sent..], flags)?;
+                    sent += n;
+                    if sent == buf.len() || nonblocking || n == 0 {
+                        return Ok(());
                     }
                 }
             },
@@ -1210,8 +1247,14 @@ trait Ops: Send {
     fn listen(&mut self, fd: i32, backlog: i32) -> Result<(), Errno>;
     fn accept4(&mut self, fd: i32, flags: i32) -> Result<(i32, SocketAddrV4), Errno>;
     fn connect(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno>;
-    fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno>;
-    fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno>;
+    fn recv(
+        &mut self,
+        fd: i32,
+        buf: &mut [u8],
+        flags: i32,
+        take_error: bool,
+    ) -> Result<usize, Errno>;
+    fn send(&mut self, fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno>;
     fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno>;
     fn close(&mut self, fd: i32) -> Result<(), Errno>;
     fn dup(&mut self, fd: i32) -> Result<i32, Errno>;
@@ -1259,11 +1302,17 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     fn connect(&mut self, fd: i32, addr: SocketAddrV4) -> Result<(), Errno> {
         Stack::connect(self, fd, addr)
     }
-    fn recv(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-        Stack::recv(self, fd, buf)
+    fn recv(
+        &mut self,
+        fd: i32,
+        buf: &mut [u8],
+        flags: i32,
+        take_error: bool,
+    ) -> Result<usize, Errno> {
+        Stack::recv_with(self, fd, buf, flags, take_error)
     }
-    fn send(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
-        Stack::send(self, fd, buf)
+    fn send(&mut self, fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno> {
+        Stack::send_flags(self, fd, buf, flags)
     }
     fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno> {
         Stack::shutdown(self, fd, how)

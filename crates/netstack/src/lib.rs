@@ -78,6 +78,11 @@
 //!   [`MSG_WAITALL`] (for [`Net`]'s blocking calls), [`MSG_NOSIGNAL`] and
 //!   [`MSG_MORE`] accepted, [`MSG_ERRQUEUE`] and [`MSG_OOB`] with Linux's
 //!   errno; `tests/flags.rs` checks the same calls against the kernel.
+//! - **`SO_LINGER`** ([`Stack::setsockopt_linger`]): with a zero time the
+//!   last close resets the connection (no FIN, no TIME-WAIT), as Linux's
+//!   `tcp_disconnect`; with more, [`Net::close`] waits for the FIN's ACK
+//!   or the time (the run-to-completion [`Stack::close`] cannot block and
+//!   returns at once). Accepted sockets inherit it from their listener.
 //! - **Descriptors**: one [`eventpoll::FdTable`] of [`File`]s per stack;
 //!   closing the last descriptor of a socket closes its connection and
 //!   removes its epoll registrations (Linux's file-description rule).
@@ -108,7 +113,7 @@
 //!   from past the old connection's as Linux's does. (Unacknowledged data
 //!   or FINs give up after [`RETRANSMIT_TIMEOUT`] of silence, Linux's
 //!   `tcp_retries2`, and an orphan after [`ORPHAN_TIMEOUT`].)
-//! - `SO_LINGER`, `SO_RCVLOWAT`, urgent data (`MSG_OOB`), IPv6.
+//! - `SO_RCVLOWAT`, urgent data (`MSG_OOB`), IPv6.
 //!   `MSG_WAITALL` with `MSG_PEEK` does not wait for more than is queued
 //!   (Linux does).
 //!
@@ -161,7 +166,7 @@ pub use stack::{
     F_SETFD, F_SETFL, FD_CLOEXEC, FourTuple, HALF_OPEN_EVICT_AGE, IPPROTO_TCP, KEEPALIVE_IDLE,
     KEEPALIVE_PROBING, MAX_BUFFER, MIN_BUFFER, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_NOSIGNAL,
     MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, ORPHAN_TIMEOUT, POOL_MAX, PREFETCH_MIN_CONNS,
-    RETRANSMIT_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE, SO_RCVBUF,
+    RETRANSMIT_TIMEOUT, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF,
     SO_REUSEADDR, SO_SNDBUF, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET,
     SYN_RECEIVED_TIMEOUT, Stack, StackConfig, Stats, TCP_NODELAY, TIME_WAIT,
 };

@@ -126,6 +126,9 @@ pub const SO_SNDBUF: i32 = 7;
 pub const SO_RCVBUF: i32 = 8;
 /// `SO_KEEPALIVE`.
 pub const SO_KEEPALIVE: i32 = 9;
+/// `SO_LINGER`: takes a `struct linger`, so it has its own calls,
+/// [`Stack::setsockopt_linger`] and [`Stack::getsockopt_linger`].
+pub const SO_LINGER: i32 = 13;
 /// `TCP_NODELAY` (level [`IPPROTO_TCP`]).
 pub const TCP_NODELAY: i32 = 1;
 /// `SHUT_RD`.
@@ -531,6 +534,10 @@ struct Opts {
     reuseaddr: bool,
     rcvbuf: Option<usize>,
     sndbuf: Option<usize>,
+    /// `SO_LINGER` in whole seconds (`None`: off). Zero makes the last
+    /// close reset the connection; more makes the threaded mode's close
+    /// wait that long for the FIN's ACK.
+    linger: Option<u32>,
 }
 
 struct Listener {
@@ -616,6 +623,9 @@ struct SockEntry {
     error: Option<Errno>,
     shut_rd: bool,
     shut_wr: bool,
+    /// A threaded close waits on the socket for its FIN's ACK
+    /// (`SO_LINGER`): the ACK wakes its queue.
+    lingering: bool,
 }
 
 struct SockSlot {
@@ -1221,6 +1231,26 @@ fn apply_opts(conn: &mut Conn, opts: &Opts) {
     }
 }
 
+/// The states in which an abortive close (`SO_LINGER` 0) sends a reset:
+/// Linux's `tcp_need_reset`. In the others the connection closes as usual
+/// (a SYN-SENT one silently).
+fn resets_on_abort(state: State) -> bool {
+    matches!(
+        state,
+        State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+    )
+}
+
+/// A FIN is out and not acknowledged yet: what a lingering close waits
+/// for (Linux's `sk_stream_wait_close`).
+fn fin_unacked(state: State) -> bool {
+    matches!(state, State::FinWait1 | State::Closing | State::LastAck)
+}
+
 /// How long a connection with a give-up time may wait for the peer (see
 /// `Conn::give_up_at`).
 fn give_up_after(orphan: bool) -> Duration {
@@ -1587,6 +1617,12 @@ impl Core {
                             // Linux: closing with unread data resets.
                             trace!(conn = cid, "close with unread data: RST");
                             sock.abort();
+                        } else if entry.opts.linger == Some(0) && resets_on_abort(sock.state()) {
+                            // SO_LINGER with a zero time: an abortive
+                            // close, no FIN and no TIME-WAIT (Linux's
+                            // `tcp_disconnect`).
+                            trace!(conn = cid, "SO_LINGER 0: RST");
+                            sock.abort();
                         } else {
                             sock.close();
                         }
@@ -1904,11 +1940,7 @@ impl Core {
             // A FIN waiting for its ACK: give up after the retransmission
             // limit of silence (smoltcp's own timeout would count from the
             // peer's last segment, however long ago).
-            let fin_unacked = matches!(
-                after.state,
-                State::FinWait1 | State::Closing | State::LastAck
-            );
-            if !fin_unacked {
+            if !fin_unacked(after.state) {
                 conn.give_up_at = None;
             } else if conn.give_up_at.is_none() {
                 conn.give_up_at = Some(now + RETRANSMIT_TIMEOUT);
@@ -2070,7 +2102,20 @@ impl Core {
                 entry.error = Some(e);
                 trace!(conn = id, error = ?e, "SO_ERROR set");
             }
+            let fin_acked = fin_unacked(before.state) && !fin_unacked(after.state);
             self.refresh_and_wake(sid, key);
+            if fin_acked
+                && let Ok(entry) = self.entry(sid)
+                && entry.lingering
+                && let Some(socket) = entry.handle.upgrade()
+            {
+                // Wake the lingering close. The readiness may not have
+                // changed (the key may be empty, or hold only what an
+                // ACK of data raises); an empty key wakes every waiter
+                // (Linux's `sk_state_change`).
+                trace!(conn = id, "FIN acknowledged: wake lingering close");
+                socket.wait_queue().wake_all(Events::empty());
+            }
         }
     }
 

@@ -13,7 +13,9 @@
 //! - a connect/echo/close stress loop across threads, 1,000 rounds
 //!   (`USERTCP_THREADED_STRESS` sets another count).
 //! - a device that cannot take a frame: the stack thread sleeps for
-//!   `POLLOUT` instead of spinning, and wakes when the device has room.
+//!   `POLLOUT` instead of spinning, and wakes when the device has room;
+//! - `SO_LINGER`: the last close waits for the FIN's ACK (woken by it, not
+//!   by its time), gives up after its time, and resets with zero.
 //!
 //! Every blocked thread is released by the test or by a bounded timeout;
 //! nothing can hang forever (the `MUST` bound).
@@ -986,4 +988,136 @@ fn peek_waits_for_data_and_leaves_it_for_read() {
     (&c).read_exact(&mut again).unwrap();
     assert_eq!(again, buf);
     let _s = join_within(writer);
+}
+
+// ---- SO_LINGER: the close that waits ------------------------------------
+
+#[test]
+fn lingering_close_waits_for_the_peer_to_take_the_data_and_ack_the_fin() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7310);
+    // More than the window and the send buffer hold: the FIN waits behind
+    // data that only goes once the server reads.
+    // Fill the server's receive buffer and the client's send buffer: sends
+    // until they have taken nothing for 50 ms.
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut sent = 0;
+    let mut stuck_since = Instant::now();
+    while stuck_since.elapsed() < Duration::from_millis(50) {
+        match client.send_flags(c.fd(), &data[sent..], MSG_DONTWAIT) {
+            Ok(n) => {
+                sent += n;
+                stuck_since = Instant::now();
+            }
+            Err(e) => assert_eq!(e, Errno::EAGAIN),
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(sent < data.len(), "the buffers took all {sent} bytes");
+    let data = &data[..sent];
+    // A thread blocked in recv on the stream when the close starts fails
+    // with EBADF at once, as after any last close.
+    let fd = c.fd();
+    let net = client.clone();
+    let (blocked, tid) = spawn_tid(move || {
+        let mut buf = [0u8; 8];
+        (net.recv(fd, &mut buf), Instant::now())
+    });
+    wait_until_asleep(tid);
+    c.set_linger(Some(MUST)).unwrap();
+    assert_eq!(c.linger().unwrap(), Some(MUST));
+    let reader_starts = Instant::now() + Duration::from_millis(200);
+    let reader = thread::spawn(move || {
+        thread::sleep(reader_starts - Instant::now());
+        let mut got = Vec::new();
+        (&s).read_to_end(&mut got).unwrap();
+        // Kept open: its FIN would wake the close too.
+        (got, Instant::now(), s)
+    });
+    let start = Instant::now();
+    drop(c);
+    let closed_at = Instant::now();
+    let (got, eof_at, _s) = join_within(reader);
+    assert!(
+        got == data,
+        "{} of {} bytes, or not the same",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        closed_at >= reader_starts,
+        "close returned {:?} after it began, before the peer took the data",
+        closed_at - start
+    );
+    assert!(
+        closed_at - start < MUST / 2,
+        "close waited for its time instead of the FIN's ACK: {:?}",
+        closed_at - start
+    );
+    assert!(eof_at <= closed_at + Duration::from_secs(1));
+    let (r, failed_at) = join_within(blocked);
+    assert_eq!(r, Err(Errno::EBADF));
+    assert!(
+        failed_at < reader_starts,
+        "the blocked recv waited for the close"
+    );
+}
+
+/// A client stream in CLOSE-WAIT whose server closed, then shut its
+/// stack down: nobody will acknowledge the client's FIN.
+fn closed_by_a_vanished_server(port: u16) -> (Net, TcpStream) {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, port);
+    drop(s);
+    let mut buf = [0u8; 4];
+    assert_eq!((&c).read(&mut buf).unwrap(), 0, "the server's FIN");
+    server.shutdown();
+    (client, c)
+}
+
+#[test]
+fn lingering_close_gives_up_after_its_time_when_the_peer_is_gone() {
+    let (client, c) = closed_by_a_vanished_server(7311);
+    let t = Duration::from_secs(1);
+    c.set_linger(Some(t)).unwrap();
+    // Not the last descriptor: closing it does not wait.
+    let start = Instant::now();
+    drop(c.try_clone().unwrap());
+    assert!(start.elapsed() < t / 2, "a dup's close lingered");
+    let start = Instant::now();
+    drop(c);
+    assert_timed(start.elapsed(), t);
+    // The connection goes on closing in the background (not reset).
+    let stats = client.stats().unwrap();
+    assert_eq!((stats.fds, stats.connections), (0, 1));
+}
+
+#[test]
+fn shutdown_ends_a_lingering_close() {
+    let (client, c) = closed_by_a_vanished_server(7313);
+    c.set_linger(Some(MUST)).unwrap();
+    let (closer, tid) = spawn_tid(move || {
+        drop(c);
+        Instant::now()
+    });
+    wait_until_asleep(tid);
+    let start = Instant::now();
+    client.shutdown();
+    let returned = join_within(closer);
+    assert!(
+        returned - start < MUST / 2,
+        "the close waited out its time: {:?}",
+        returned - start
+    );
+}
+
+#[test]
+fn zero_linger_drop_resets_the_peer() {
+    let (server, client) = pair();
+    let (c, s) = connected(&server, &client, 7312);
+    c.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+    let mut buf = [0u8; 4];
+    let e = (&s).read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
 }

@@ -35,6 +35,7 @@ impl<D: Device + Lookahead> Stack<D> {
             reuseaddr: false,
             rcvbuf: None,
             sndbuf: None,
+            linger: None,
         };
         self.install(
             Kind::Fresh,
@@ -460,6 +461,83 @@ impl<D: Device + Lookahead> Stack<D> {
         Ok(())
     }
 
+    /// `close(fd)` for the threaded mode's `SO_LINGER`: when `fd` is the
+    /// last descriptor of a connected socket with a linger time and no
+    /// unread data, its FIN is queued and the descriptor closed, but the
+    /// socket is kept alive and returned with the time to wait: the caller
+    /// waits on its queue until [`linger_done`](Stack::linger_done) holds
+    /// or the time is up, then drops it (the reaper then orphans the
+    /// connection as any close does). Any other case is a plain
+    /// [`close`](Stack::close), and returns `None`.
+    pub(crate) fn close_lingering(
+        &mut self,
+        fd: i32,
+    ) -> Result<Option<(Arc<Socket>, std::time::Duration)>, Errno> {
+        self.core.reap();
+        let socket = match self.files.get(fd)? {
+            File::Socket(s) => s,
+            File::Basic(_) => return self.close(fd).map(|()| None),
+        };
+        // One reference in the table, one here: no other descriptor (a
+        // `dup`) and no call holds the socket, so this close releases it.
+        let last = Arc::strong_count(&socket) == 2;
+        let core = &mut self.core;
+        let plan = match core.entry(socket.id()) {
+            Ok(entry) => match (&entry.kind, &entry.opts.linger) {
+                (Kind::Conn(cid), Some(secs)) if *secs > 0 && last => {
+                    core.conn(*cid).and_then(|c| {
+                        let sock = c.tcp();
+                        let state = sock.state();
+                        let lingers = matches!(state, State::Established | State::CloseWait)
+                            || fin_unacked(state);
+                        (lingers && sock.recv_queue() == 0)
+                            .then_some((*cid, std::time::Duration::from_secs(u64::from(*secs))))
+                    })
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let Some((cid, wait)) = plan else {
+            drop(socket);
+            return self.close(fd).map(|()| None);
+        };
+        self.files.close(fd)?;
+        let core = &mut self.core;
+        if let Ok(entry) = core.entry_mut(socket.id()) {
+            entry.lingering = true;
+        }
+        // Threads blocked on the socket through the closed descriptor
+        // fail with `EBADF`, as after any last close.
+        socket.wait_queue().wake_all(Events::empty());
+        if let Some(conn) = core.conn_mut(cid) {
+            conn.tcp_mut().close();
+        }
+        trace!(
+            fd,
+            secs = wait.as_secs(),
+            "close: SO_LINGER waits for the FIN's ACK"
+        );
+        self.user_step(cid);
+        Ok(Some((socket, wait)))
+    }
+
+    /// Whether a lingering close of `socket` may return: its FIN is
+    /// acknowledged, or the connection is gone or failed.
+    pub(crate) fn linger_done(&self, socket: &Socket) -> bool {
+        let core = &self.core;
+        let Ok(entry) = core.entry(socket.id()) else {
+            return true;
+        };
+        match entry.kind {
+            Kind::Conn(cid) => {
+                entry.error.is_some()
+                    || core.conn(cid).is_none_or(|c| !fin_unacked(c.tcp().state()))
+            }
+            _ => true,
+        }
+    }
+
     /// `dup(fd)`: a new number for the same description.
     pub fn dup(&mut self, fd: i32) -> Result<i32, Errno> {
         self.files.dup(fd)
@@ -512,7 +590,9 @@ impl<D: Device + Lookahead> Stack<D> {
 
     /// `getsockopt(fd, level, name)` for `SO_ERROR` (read and cleared),
     /// `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF` and
-    /// `TCP_NODELAY`; [`Errno::ENOPROTOOPT`] for any other option.
+    /// `TCP_NODELAY`; `EINVAL` for `SO_LINGER` (a struct:
+    /// [`getsockopt_linger`](Stack::getsockopt_linger)); [`Errno::ENOPROTOOPT`]
+    /// for any other option.
     pub fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
         let id = self.sock_id(fd)?;
         let core = &mut self.core;
@@ -530,16 +610,52 @@ impl<D: Device + Lookahead> Stack<D> {
             (SOL_SOCKET, SO_RCVBUF) => size(entry.opts.rcvbuf),
             (SOL_SOCKET, SO_SNDBUF) => size(entry.opts.sndbuf),
             (IPPROTO_TCP, TCP_NODELAY) => i32::from(entry.opts.nodelay),
+            (SOL_SOCKET, SO_LINGER) => return Err(Errno::EINVAL),
             _ => return Err(Errno::ENOPROTOOPT),
         };
         Ok(value)
     }
 
+    /// `setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger)`: `None` is
+    /// `l_onoff = 0`, `Some(t)` is `l_onoff = 1, l_linger = t` in whole
+    /// seconds (fractions are dropped, as Linux's field holds seconds).
+    ///
+    /// With zero, the last close of a connection resets it (RST, no FIN,
+    /// no TIME-WAIT), as on Linux. With more, the threaded mode's
+    /// [`Net::close`](crate::Net::close) waits up to that long for the
+    /// FIN's ACK; this run-to-completion stack cannot block, so its
+    /// [`close`](Stack::close) returns at once and the FIN goes out in the
+    /// background as without the option. Accepted sockets inherit it from
+    /// their listener.
+    pub fn setsockopt_linger(
+        &mut self,
+        fd: i32,
+        linger: Option<std::time::Duration>,
+    ) -> Result<(), Errno> {
+        let id = self.sock_id(fd)?;
+        let entry = self.core.entry_mut(id)?;
+        entry.opts.linger = linger.map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
+        Ok(())
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, SO_LINGER)`: `None` when off, else the
+    /// time in whole seconds.
+    pub fn getsockopt_linger(&mut self, fd: i32) -> Result<Option<std::time::Duration>, Errno> {
+        let id = self.sock_id(fd)?;
+        let entry = self.core.entry(id)?;
+        Ok(entry
+            .opts
+            .linger
+            .map(|s| std::time::Duration::from_secs(u64::from(s))))
+    }
+
     /// `setsockopt(fd, level, name, value)` for `TCP_NODELAY`,
     /// `SO_KEEPALIVE`, `SO_REUSEADDR`, `SO_RCVBUF` and `SO_SNDBUF` (buffer
     /// sizes apply to connections made after the call, clamped to
-    /// [`MIN_BUFFER`]..=[`MAX_BUFFER`]); [`Errno::ENOPROTOOPT`] for any other
-    /// option.
+    /// [`MIN_BUFFER`]..=[`MAX_BUFFER`]); `EINVAL` for `SO_LINGER`, whose
+    /// value is a struct ([`setsockopt_linger`](Stack::setsockopt_linger);
+    /// Linux too refuses an `int` for it); [`Errno::ENOPROTOOPT`] for any
+    /// other option.
     pub fn setsockopt(&mut self, fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {
         let id = self.sock_id(fd)?;
         let core = &mut self.core;
@@ -554,6 +670,7 @@ impl<D: Device + Lookahead> Stack<D> {
             (SOL_SOCKET, SO_RCVBUF) => entry.opts.rcvbuf = Some(size),
             (SOL_SOCKET, SO_SNDBUF) => entry.opts.sndbuf = Some(size),
             (IPPROTO_TCP, TCP_NODELAY) => entry.opts.nodelay = on,
+            (SOL_SOCKET, SO_LINGER) => return Err(Errno::EINVAL),
             _ => return Err(Errno::ENOPROTOOPT),
         }
         let opts = entry.opts;
@@ -700,6 +817,17 @@ impl<D: Device + Lookahead> Stack<D> {
     pub fn close_all(&mut self) {
         self.files.clear();
         self.core.reap();
+        // Sockets whose descriptor is gone already but whose close still
+        // waits (a threaded `SO_LINGER`): wake those closes, so that they
+        // see the stack shut down instead of waiting out their time.
+        for slot in &self.core.socks {
+            if let Some(entry) = &slot.entry
+                && entry.lingering
+                && let Some(socket) = entry.handle.upgrade()
+            {
+                socket.wait_queue().wake_all(Events::empty());
+            }
+        }
     }
 
     // ---- helpers ------------------------------------------------------------
@@ -752,6 +880,7 @@ impl<D: Device + Lookahead> Stack<D> {
             error: None,
             shut_rd: false,
             shut_wr: false,
+            lingering: false,
         });
         core.sock_count += 1;
         core.refresh(id);

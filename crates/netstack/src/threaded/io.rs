@@ -225,6 +225,18 @@ impl TcpStream {
             .map_err(err)
     }
 
+    /// `SO_LINGER`, like `std::net::TcpStream::set_linger`: `Some(ZERO)`
+    /// makes the drop of the last handle reset the connection; a longer
+    /// time makes that drop wait for the FIN's ACK ([`Net::close`]).
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.net.setsockopt_linger(self.fd, linger).map_err(err)
+    }
+
+    /// The `SO_LINGER` time (`None`: off).
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        self.net.getsockopt_linger(self.fd).map_err(err)
+    }
+
     /// Reads without taking the data off the queue (`MSG_PEEK`), like
     /// `std::net::TcpStream::peek`: waits for data on a blocking stream.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -50,6 +50,11 @@
 //!   deliberate difference from Linux, where a thread blocked in `recv`
 //!   keeps the file alive and stays blocked after another thread's
 //!   `close`.
+//! - **A lingering close** (`SO_LINGER` with a time) parks the same way:
+//!   the descriptor goes at once, the closing thread keeps the socket
+//!   alive and sleeps on its queue until the FIN's ACK (the stack wakes
+//!   the queue with an empty key, which every waiter takes), an error, the
+//!   linger time or shutdown.
 //! - **`epoll_wait`** fetches the `Arc<EventPoll>` under the lock, releases
 //!   it, and blocks in eventpoll's own condvar wait. The stack thread's
 //!   wake-ups reach it through the sockets' wait queues.
@@ -911,8 +916,62 @@ impl Net {
     /// `close(fd)`, as [`Stack::close`]. A thread blocked on the socket
     /// (in `recv`, `send`, `accept`, `connect`) through this descriptor
     /// wakes with `EBADF` once its last descriptor is closed.
+    ///
+    /// With `SO_LINGER` on and a non-zero time ([`Net::setsockopt_linger`]),
+    /// closing the last descriptor of a connected socket waits, as Linux
+    /// does (blocking or not), until the peer acknowledges the FIN, the
+    /// connection fails, or the time is up; then it returns `Ok` and the
+    /// connection goes on closing in the background. The descriptor's
+    /// number is free from the start of the wait.
     pub fn close(&self, fd: i32) -> Result<(), Errno> {
-        self.call(|s| s.close(fd))
+        let Some((sock, wait)) = self.call(|s| s.close_lingering(fd))? else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now().checked_add(wait);
+        loop {
+            // Shut down: every socket is closed, nothing to wait for.
+            let Ok(mut st) = self.lock() else { break };
+            if st.stack.linger_done(&sock) {
+                break;
+            }
+            // Registered under the lock, as in `blocking`: the FIN's ACK
+            // cannot slip between the check and the registration. Its wake
+            // has an empty key, which every parker takes.
+            let parker = PARKER.with(Arc::clone);
+            parker.arm(Events::ERR | Events::HUP);
+            let waiter: Arc<dyn Waiter> = parker.clone();
+            let registered = sock.wait_queue().add_waiter(waiter.clone(), false);
+            self.inner.shared.after_call(&mut st);
+            drop(st);
+            if !registered {
+                break;
+            }
+            bump(&self.inner.shared.counters.parks);
+            let outcome = parker.park(deadline);
+            sock.wait_queue().remove_waiter(&waiter);
+            if !matches!(outcome, Park::Woken) {
+                break;
+            }
+        }
+        trace!(fd, "lingering close returns");
+        // The last handle: the stack thread reaps the socket, which
+        // orphans its connection as any close does.
+        drop(sock);
+        self.inner.shared.kick();
+        Ok(())
+    }
+
+    /// `setsockopt(fd, SOL_SOCKET, SO_LINGER, ..)`, as
+    /// [`Stack::setsockopt_linger`]; a non-zero time makes
+    /// [`Net::close`] wait for the FIN's ACK.
+    pub fn setsockopt_linger(&self, fd: i32, linger: Option<StdDuration>) -> Result<(), Errno> {
+        self.call(|s| s.setsockopt_linger(fd, linger))
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, SO_LINGER)`, as
+    /// [`Stack::getsockopt_linger`].
+    pub fn getsockopt_linger(&self, fd: i32) -> Result<Option<StdDuration>, Errno> {
+        self.call(|s| s.getsockopt_linger(fd))
     }
 
     /// `dup(fd)`, as [`Stack::dup`].
@@ -1256,7 +1315,10 @@ trait Ops: Send {
     ) -> Result<usize, Errno>;
     fn send(&mut self, fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno>;
     fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno>;
-    fn close(&mut self, fd: i32) -> Result<(), Errno>;
+    fn close_lingering(&mut self, fd: i32) -> Result<Option<(Arc<Socket>, StdDuration)>, Errno>;
+    fn linger_done(&self, socket: &Socket) -> bool;
+    fn setsockopt_linger(&mut self, fd: i32, linger: Option<StdDuration>) -> Result<(), Errno>;
+    fn getsockopt_linger(&mut self, fd: i32) -> Result<Option<StdDuration>, Errno>;
     fn dup(&mut self, fd: i32) -> Result<i32, Errno>;
     fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno>;
     fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Result<i32, Errno>;
@@ -1317,8 +1379,17 @@ impl<D: SleepDevice + Send> Ops for Stack<D> {
     fn shutdown(&mut self, fd: i32, how: i32) -> Result<(), Errno> {
         Stack::shutdown(self, fd, how)
     }
-    fn close(&mut self, fd: i32) -> Result<(), Errno> {
-        Stack::close(self, fd)
+    fn close_lingering(&mut self, fd: i32) -> Result<Option<(Arc<Socket>, StdDuration)>, Errno> {
+        Stack::close_lingering(self, fd)
+    }
+    fn linger_done(&self, socket: &Socket) -> bool {
+        Stack::linger_done(self, socket)
+    }
+    fn setsockopt_linger(&mut self, fd: i32, linger: Option<StdDuration>) -> Result<(), Errno> {
+        Stack::setsockopt_linger(self, fd, linger)
+    }
+    fn getsockopt_linger(&mut self, fd: i32) -> Result<Option<StdDuration>, Errno> {
+        Stack::getsockopt_linger(self, fd)
     }
     fn dup(&mut self, fd: i32) -> Result<i32, Errno> {
         Stack::dup(self, fd)

@@ -402,25 +402,29 @@ impl<D: Device + Lookahead> Stack<D> {
     /// `read(fd, buf)`: [`recv`](Stack::recv) on a socket; eventfds and
     /// pipe readers as eventpoll defines them.
     pub fn read(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-        match self.files.get(fd)? {
-            File::Socket(_) => self.recv(fd, buf),
-            File::Basic(BasicFile::EventFd(efd)) => efd.read_bytes(buf),
-            File::Basic(BasicFile::PipeReader(r)) => r.read(buf),
-            File::Basic(BasicFile::PipeWriter(_)) => Err(Errno::EBADF),
-            File::Basic(_) => Err(Errno::EINVAL),
-        }
+        // A socket is read by `recv` once the table is no longer borrowed.
+        let basic = self.files.with_exclusive(fd, |file| match file {
+            File::Socket(_) => None,
+            File::Basic(BasicFile::EventFd(efd)) => Some(efd.read_bytes(buf)),
+            File::Basic(BasicFile::PipeReader(r)) => Some(r.read(buf)),
+            File::Basic(BasicFile::PipeWriter(_)) => Some(Err(Errno::EBADF)),
+            File::Basic(_) => Some(Err(Errno::EINVAL)),
+        })?;
+        basic.unwrap_or_else(|| self.recv(fd, buf))
     }
 
     /// `write(fd, buf)`: [`send`](Stack::send) on a socket; eventfds and
     /// pipe writers as eventpoll defines them.
     pub fn write(&mut self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
-        match self.files.get(fd)? {
-            File::Socket(_) => self.send(fd, buf),
-            File::Basic(BasicFile::EventFd(efd)) => efd.write_bytes(buf),
-            File::Basic(BasicFile::PipeWriter(w)) => w.write(buf),
-            File::Basic(BasicFile::PipeReader(_)) => Err(Errno::EBADF),
-            File::Basic(_) => Err(Errno::EINVAL),
-        }
+        // A socket is written by `send` once the table is no longer borrowed.
+        let basic = self.files.with_exclusive(fd, |file| match file {
+            File::Socket(_) => None,
+            File::Basic(BasicFile::EventFd(efd)) => Some(efd.write_bytes(buf)),
+            File::Basic(BasicFile::PipeWriter(w)) => Some(w.write(buf)),
+            File::Basic(BasicFile::PipeReader(_)) => Some(Err(Errno::EBADF)),
+            File::Basic(_) => Some(Err(Errno::EINVAL)),
+        })?;
+        basic.unwrap_or_else(|| self.send(fd, buf))
     }
 
     /// `shutdown(fd, how)`. `SHUT_WR` queues our FIN (the peer sees
@@ -742,7 +746,9 @@ impl<D: Device + Lookahead> Stack<D> {
         maxevents: i32,
         timeout_ms: i32,
     ) -> Result<usize, Errno> {
-        let n = self.files.epoll_wait(epfd, events, maxevents, timeout_ms)?;
+        let n = self
+            .files
+            .epoll_wait_exclusive(epfd, events, maxevents, timeout_ms)?;
         if cfg!(feature = "trace")
             && tracing::enabled!(tracing::Level::TRACE)
             && let Ok(file) = self.files.get(epfd)
@@ -834,7 +840,7 @@ impl<D: Device + Lookahead> Stack<D> {
 
     pub(super) fn sock_id(&mut self, fd: i32) -> Result<SockId, Errno> {
         self.core.reap();
-        self.files.with(fd, |file| match file {
+        self.files.with_exclusive(fd, |file| match file {
             File::Socket(s) => Ok(s.id()),
             File::Basic(_) => Err(Errno::ENOTSOCK),
         })?

@@ -45,9 +45,11 @@
 //!   [`HALF_OPEN_EVICT_AGE`] for its ACK gives its place to a new SYN, so
 //!   a SYN flood cannot keep a listener shut (smoltcp leaves no room for
 //!   SYN cookies).
-//! - **Events**: each [`Socket`] owns a [`WaitQueue`](eventpoll::WaitQueue)
-//!   and implements [`Pollable`](eventpoll::Pollable) with Linux's
-//!   `tcp_poll` rules, so any number of epolls can watch it. After every
+//! - **Events**: each [`Socket`] has a [`WaitQueue`](eventpoll::WaitQueue)
+//!   (shared with the stack, which wakes it without touching a reference
+//!   count; dropping the socket's last handle detaches it) and implements
+//!   [`Pollable`](eventpoll::Pollable) with Linux's `tcp_poll` rules, so
+//!   any number of epolls can watch it. After every
 //!   step that touches a connection, its state is compared with the
 //!   previous step and each change raises a mask, per DESIGN.md:
 //!

@@ -74,7 +74,7 @@
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::lookahead::{Lookahead, prefetch};
 use eventpoll::{
@@ -93,7 +93,7 @@ use smoltcp::wire::{
 
 use crate::arena::{BufferArena, Chunk};
 use crate::demux::Demux;
-use crate::socket::{File, PollState, Reaper, SockId, Socket, tcp_poll};
+use crate::socket::{File, PollState, Reaper, SockId, Socket, SocketEvents, tcp_poll};
 use crate::timer::TimerWheel;
 
 mod neighbor;
@@ -615,7 +615,9 @@ enum Kind {
 }
 
 struct SockEntry {
-    handle: Weak<Socket>,
+    /// The readiness and wait queue shared with the socket's description
+    /// (held strongly: see the `socket` module's docs).
+    events: Arc<SocketEvents>,
     kind: Kind,
     opts: Opts,
     /// Port reserved by `bind` or `listen`, released on close.
@@ -1720,7 +1722,10 @@ impl Core {
                 prefetch(slot, std::mem::size_of_val(slot));
             }
             if conn.file_at != 0 {
-                prefetch(conn.file_at as *const Socket, std::mem::size_of::<Socket>());
+                prefetch(
+                    conn.file_at as *const SocketEvents,
+                    std::mem::size_of::<SocketEvents>(),
+                );
             }
         }
     }
@@ -2107,14 +2112,13 @@ impl Core {
             if fin_acked
                 && let Ok(entry) = self.entry(sid)
                 && entry.lingering
-                && let Some(socket) = entry.handle.upgrade()
             {
                 // Wake the lingering close. The readiness may not have
                 // changed (the key may be empty, or hold only what an
                 // ACK of data raises); an empty key wakes every waiter
                 // (Linux's `sk_state_change`).
                 trace!(conn = id, "FIN acknowledged: wake lingering close");
-                socket.wait_queue().wake_all(Events::empty());
+                entry.events.wait_queue().wake_all(Events::empty());
             }
         }
     }
@@ -2284,20 +2288,18 @@ impl Core {
         let Ok(entry) = self.entry(id) else {
             return;
         };
-        let Some(socket) = entry.handle.upgrade() else {
-            return;
-        };
         let readiness = tcp_poll(&self.poll_state(entry));
-        socket.set_readiness(readiness);
+        let events = &entry.events;
+        events.set_readiness(readiness);
         if !key.is_empty() {
             trace!(
                 sock = id.index,
                 mask = ?key,
                 readiness = ?readiness,
-                watchers = socket.wait_queue().len(),
+                watchers = events.wait_queue().len(),
                 "mask raised: wake"
             );
-            socket.wait_queue().wake(key);
+            events.wait_queue().wake(key);
         }
     }
 }

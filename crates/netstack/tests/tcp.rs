@@ -345,6 +345,30 @@ fn two_epolls_watching_one_socket_both_see_data() {
 }
 
 #[test]
+fn dropping_a_sockets_last_handle_removes_its_watches_at_once() {
+    // The stack keeps the socket's readiness and wait queue alive after the
+    // description is gone, until its next step reaps the connection; the
+    // epitems must still go when the last handle drops (Linux's
+    // `eventpoll_release` on the final `fput`), not at that later step.
+    let mut p = Pair::new();
+    let l = p.listen(80, 4);
+    let (c, _s) = p.connected(l, 80);
+    let ep = watch(&mut p.client, c, Events::IN);
+    let netstack::File::Basic(eventpoll::BasicFile::Epoll(epoll)) = p.client.file(ep).unwrap()
+    else {
+        panic!("not an epoll");
+    };
+    assert_eq!(epoll.len(), 1);
+    // Another handle (as a threaded caller holds one) outlives the close.
+    let handle = p.client.file(c).unwrap();
+    p.client.close(c).unwrap();
+    assert_eq!(epoll.len(), 1, "a handle is still open");
+    drop(handle);
+    assert_eq!(epoll.len(), 0, "the last handle dropped");
+    assert_eq!(epoll.budget().used(), 0);
+}
+
+#[test]
 fn closing_listener_resets_queued_connections() {
     let mut p = Pair::new();
     let l = p.listen(80, 4);

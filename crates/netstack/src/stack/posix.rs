@@ -829,9 +829,8 @@ impl<D: Device + Lookahead> Stack<D> {
         for slot in &self.core.socks {
             if let Some(entry) = &slot.entry
                 && entry.lingering
-                && let Some(socket) = entry.handle.upgrade()
             {
-                socket.wait_queue().wake_all(Events::empty());
+                entry.events.wait_queue().wake_all(Events::empty());
             }
         }
     }
@@ -872,14 +871,9 @@ impl<D: Device + Lookahead> Stack<D> {
             index,
             generation: slot.generation,
         };
-        let socket = Arc::new(Socket::new(
-            id,
-            nonblocking,
-            Events::empty(),
-            core.reaper.clone(),
-        ));
+        let (socket, events) = Socket::new(id, nonblocking, Events::empty(), core.reaper.clone());
         slot.entry = Some(SockEntry {
-            handle: Arc::downgrade(&socket),
+            events,
             kind,
             opts,
             bound: None,
@@ -890,7 +884,7 @@ impl<D: Device + Lookahead> Stack<D> {
         });
         core.sock_count += 1;
         core.refresh(id);
-        match self.files.insert(File::Socket(socket), cloexec) {
+        match self.files.insert(File::Socket(Arc::new(socket)), cloexec) {
             Ok(fd) => Ok(fd),
             Err(e) => {
                 // The socket dropped and posted itself to the reaper; take
@@ -917,7 +911,7 @@ fn entry_never_connected(core: &Core, cid: ConnId) -> bool {
 fn conn_set_owner(core: &mut Core, cid: ConnId, sock: SockId) {
     let file_at = core
         .entry(sock)
-        .map_or(0, |entry| entry.handle.as_ptr() as usize);
+        .map_or(0, |entry| Arc::as_ptr(&entry.events) as usize);
     if let Some(conn) = core.conn_mut(cid) {
         conn.sock = Some(sock);
         conn.file_at = file_at;

@@ -2,41 +2,45 @@
 //! that `RUSTFLAGS="--cfg loom"` swaps them for loom's model-checked versions
 //! (the tokio habit, as in `eventpoll::sync`).
 //!
-//! The API is parking_lot's: `lock()` returns the guard, no poisoning. Under
-//! loom, `lock()` *asserts* that the lock is free: the ring's protocol gives
-//! every slot to one side at a time, so a slot lock is never contended. One
-//! limit: loom does not switch threads at an unlock, so it cannot see a slot
-//! published *before* its lock is released. That order ("unlock, then
-//! store the position") is kept by the block structure in `ring.rs`.
+//! A ring slot is an [`UnsafeCell`] with loom's closure API (`with` to read,
+//! `with_mut` to write, each handed a raw pointer). Outside loom it is
+//! std's cell and the closures cost nothing; under loom every access is
+//! recorded, and a read and a write of one slot that the ring's positions do
+//! not order fail the model: loom checks the ownership protocol that
+//! `ring.rs`'s `SAFETY` comments rely on.
 //!
 //! Run the models with
 //! `RUSTFLAGS="--cfg loom" cargo test -p netdev --lib loom`.
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use parking_lot::Mutex;
     pub(crate) use std::sync::atomic::AtomicUsize;
+
+    /// std's `UnsafeCell` with loom's access API.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) fn new(value: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Calls `f` with a pointer for reading the value.
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Calls `f` with a pointer for writing the value.
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
 }
 
 #[cfg(loom)]
 mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::AtomicUsize;
-
-    /// A loom mutex whose `lock` fails the model if the lock is contended.
-    #[derive(Debug)]
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub(crate) fn new(value: T) -> Self {
-            Mutex(loom::sync::Mutex::new(value))
-        }
-
-        pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
-            self.0
-                .try_lock()
-                .expect("a ring slot lock is never contended")
-        }
-    }
 }
 
 pub(crate) use imp::*;

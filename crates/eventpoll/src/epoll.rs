@@ -32,7 +32,7 @@ use intrusive_collections::{
 
 use crate::events::{CtlOp, EpollEvent, Errno, Events};
 use crate::sync::{AtomicBool as HintFlag, Condvar, Mutex, wait_until};
-use crate::waitqueue::{DeferredWakes, Entry, Pollable, WaitQueue};
+use crate::waitqueue::{DeferredWakes, Entry, Pollable, ReadinessCell, WaitQueue};
 
 /// Linux's `EP_MAX_NESTS`: at most this many epoll-to-epoll links on any
 /// path, i.e. a chain of five epoll instances.
@@ -137,6 +137,9 @@ pub(crate) struct EpItem {
     ovf_link: singly_linked_list::AtomicLink,
     /// The watched object, weakly: dropping its last handle removes the item.
     source: Weak<dyn Pollable>,
+    /// The object's readiness, if it keeps it apart
+    /// ([`Pollable::readiness_cell`]): polled without upgrading `source`.
+    cell: Option<Arc<dyn ReadinessCell>>,
     /// The epoll's ready-list half.
     ep: Arc<ReadyShared>,
 }
@@ -155,6 +158,17 @@ impl<'a> KeyAdapter<'a> for TreeAdapter {
 impl EpItem {
     fn mask(&self) -> Events {
         Events::from_raw(self.events.load(Ordering::SeqCst))
+    }
+
+    /// The watched object's readiness now; empty if the object is gone.
+    fn poll_source(&self) -> Events {
+        match &self.cell {
+            Some(cell) => cell.poll(),
+            None => self
+                .source
+                .upgrade()
+                .map_or(Events::empty(), |source| source.poll()),
+        }
     }
 
     /// `ep_poll_callback`: called by the watched object's wait queue.
@@ -625,6 +639,7 @@ impl EventPoll {
             events: AtomicU32::new(mask.bits()),
             data: AtomicU64::new(event.data),
             source: weak(),
+            cell: target.readiness_cell(),
             ep: self.shared.clone(),
             gone: AtomicBool::new(false),
             nested: nested.is_some(),
@@ -882,10 +897,7 @@ impl EventPoll {
             // The poll may drop the last handle of the object (its owner
             // closed it meanwhile); the release callback it triggers only
             // takes the ready lock, which is not held here.
-            let revents = match item.source.upgrade() {
-                Some(source) => source.poll() & mask,
-                None => Events::empty(),
-            };
+            let revents = item.poll_source() & mask;
             if revents.is_empty() {
                 stale += 1;
                 continue;
@@ -967,10 +979,7 @@ impl EventPoll {
         let mut cursor = txlist.front_mut();
         while let Some(item) = cursor.get() {
             let ready = !item.gone.load(Ordering::Relaxed)
-                && item
-                    .source
-                    .upgrade()
-                    .is_some_and(|source| !(source.poll() & item.mask()).is_empty());
+                && !(item.poll_source() & item.mask()).is_empty();
             if ready {
                 found = true;
                 break;

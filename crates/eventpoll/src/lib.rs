@@ -77,7 +77,10 @@
 //!
 //! Lifetimes: an epitem holds its object weakly. When the object's last
 //! handle drops, its wait queue detaches every entry; the items are marked
-//! and removed by the next `ctl` or harvest of their epoll. An epoll's own
+//! and removed by the next `ctl` or harvest of their epoll. An object may
+//! also hand its epitems a [`ReadinessCell`] (netstack's sockets do): the
+//! harvest then reads the readiness there, without upgrading the weak
+//! reference (two locked instructions per reported event saved). An epoll's own
 //! drop unregisters all its items. Callbacks hold only the ready-list half
 //! of an epoll, so no callback can ever run an epoll's destructor.
 //!
@@ -144,4 +147,4 @@ pub use fdtable::{
 pub use pipe::{
     DEFAULT_CAPACITY as PIPE_DEFAULT_CAPACITY, PIPE_BUF, PIPE_PAGE, PipeReader, PipeWriter, pipe,
 };
-pub use waitqueue::{Pollable, WaitQueue, Waiter};
+pub use waitqueue::{Pollable, ReadinessCell, WaitQueue, Waiter};

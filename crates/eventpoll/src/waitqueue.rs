@@ -56,6 +56,29 @@ pub trait Pollable: Send + Sync + 'static {
     fn as_event_poll(&self) -> Option<&EventPoll> {
         None
     }
+
+    /// The object's readiness kept apart from the object, if it has such a
+    /// part: epoll keeps it, strongly, in each registration, and a harvest
+    /// reads it instead of upgrading the registration's weak reference to
+    /// the object (an upgrade and a drop are two locked instructions per
+    /// reported event). Its [`poll`](ReadinessCell::poll) must answer as
+    /// the object's own `poll`. `None` (the default): epoll polls the
+    /// object.
+    ///
+    /// A registration lives until its epoll removes it, so the cell should
+    /// not own anything large; and if it owns the object's wait queue (a
+    /// registration on that queue holds the cell: a cycle), the object must
+    /// [`detach`](WaitQueue::detach_all) the queue when it goes away.
+    fn readiness_cell(&self) -> Option<Arc<dyn ReadinessCell>> {
+        None
+    }
+}
+
+/// An object's readiness, readable without the object (see
+/// [`Pollable::readiness_cell`]).
+pub trait ReadinessCell: Send + Sync + 'static {
+    /// The object's readiness now, as its [`Pollable::poll`] reports it.
+    fn poll(&self) -> Events;
 }
 
 /// A watcher on a [`WaitQueue`] other than an epitem: for example a thread

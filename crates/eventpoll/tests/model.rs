@@ -23,7 +23,9 @@
 //! - dropping a source removes its registrations without an event.
 //!
 //! Each source is a `Mock` whose readiness the test sets directly and whose
-//! `WaitQueue` it wakes with a chosen key (the empty key included). Four
+//! `WaitQueue` it wakes with a chosen key (the empty key included); half of
+//! them hand epoll a readiness cell, which the harvest reads instead of
+//! polling the source. Four
 //! sources, each registrable under two fd numbers (two keys for one object,
 //! A1), are driven by random sequences of: set readiness, wake, set and
 //! wake, ADD / MOD / DEL with random masks and data, `wait(timeout 0,
@@ -49,7 +51,9 @@ use std::time::Duration;
 
 mod util;
 
-use eventpoll::{Counters, CtlOp, EpollEvent, Errno, EventPoll, Events, Pollable, WaitQueue};
+use eventpoll::{
+    Counters, CtlOp, EpollEvent, Errno, EventPoll, Events, Pollable, ReadinessCell, WaitQueue,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -66,19 +70,41 @@ const MAX_EVENTS: usize = 4;
 // ---------------------------------------------------------------------------
 
 /// An event source whose readiness the test sets and whose wait queue the
-/// test wakes.
+/// test wakes. Odd-numbered sources hand epoll their readiness as a
+/// [`ReadinessCell`], so the harvest reads it there instead of polling the
+/// source: both paths must follow the model.
 struct Mock {
-    ready: Mutex<Events>,
+    ready: Arc<MockReadiness>,
+    with_cell: bool,
     wq: WaitQueue,
+}
+
+struct MockReadiness(Mutex<Events>);
+
+impl ReadinessCell for MockReadiness {
+    fn poll(&self) -> Events {
+        *self.0.lock().expect("mock lock")
+    }
+}
+
+impl Mock {
+    fn set(&self, ready: Events) {
+        *self.ready.0.lock().expect("mock lock") = ready;
+    }
 }
 
 impl Pollable for Mock {
     fn poll(&self) -> Events {
-        *self.ready.lock().expect("mock lock")
+        self.ready.poll()
     }
 
     fn wait_queue(&self) -> &WaitQueue {
         &self.wq
+    }
+
+    fn readiness_cell(&self) -> Option<Arc<dyn ReadinessCell>> {
+        self.with_cell
+            .then(|| self.ready.clone() as Arc<dyn ReadinessCell>)
     }
 }
 
@@ -547,9 +573,10 @@ impl Real {
         Real {
             ep: EventPoll::new(),
             sources: (0..SOURCES)
-                .map(|_| {
+                .map(|src| {
                     Some(Arc::new(Mock {
-                        ready: Mutex::new(Events::empty()),
+                        ready: Arc::new(MockReadiness(Mutex::new(Events::empty()))),
+                        with_cell: src % 2 == 1,
                         wq: WaitQueue::new(),
                     }))
                 })
@@ -564,7 +591,7 @@ impl Real {
     fn apply(&mut self, op: Op) -> Res {
         match op {
             Op::Set { src, ready } => {
-                *self.source(src).ready.lock().expect("mock lock") = ready;
+                self.source(src).set(ready);
                 Res::Unit
             }
             Op::Wake { src, key } => {
@@ -573,7 +600,7 @@ impl Real {
             }
             Op::Change { src, ready, key } => {
                 let source = self.source(src);
-                *source.ready.lock().expect("mock lock") = ready;
+                source.set(ready);
                 source.wq.wake(key);
                 Res::Unit
             }

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventpoll::{BasicFile, EventPoll, Events, FileDescription, Pollable, WaitQueue};
+use eventpoll::{
+    BasicFile, EventPoll, Events, FileDescription, Pollable, ReadinessCell, WaitQueue,
+};
 
 /// Identity of a socket in its stack: slot index and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,13 +180,27 @@ fn timeout_to_nanos(timeout: Option<Duration>) -> u64 {
     timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
 }
 
+impl ReadinessCell for SocketEvents {
+    fn poll(&self) -> Events {
+        Events::from_bits_truncate(self.readiness.load(Ordering::Acquire))
+    }
+}
+
 impl Pollable for Socket {
     fn poll(&self) -> Events {
-        Events::from_bits_truncate(self.events.readiness.load(Ordering::Acquire))
+        self.events.poll()
     }
 
     fn wait_queue(&self) -> &WaitQueue {
         &self.events.wait_queue
+    }
+
+    /// The events the stack keeps: epoll reads the readiness there without
+    /// a reference count on the socket. (The cell owns the wait queue that
+    /// the registrations are on; `Drop` detaches it, which breaks that
+    /// cycle.)
+    fn readiness_cell(&self) -> Option<Arc<dyn ReadinessCell>> {
+        Some(self.events.clone())
     }
 }
 

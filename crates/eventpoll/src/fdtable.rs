@@ -295,14 +295,28 @@ impl<F: FileDescription> FdTable<F> {
         }
         let epfile = self.get(epfd)?;
         let target_file = self.get(fd)?;
-        let target = target_file.pollable().ok_or(Errno::EPERM)?;
-        let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
-        // An unknown op passes the remaining checks only to end in EINVAL,
-        // the same errno those checks give.
-        let op = CtlOp::from_raw(op).ok_or(Errno::EINVAL)?;
-        let result = ep.ctl(op, &target, fd, event.copied());
-        drop((target, target_file, epfile));
+        let result = ctl_files(&epfile, &target_file, op, fd, event);
+        drop((target_file, epfile));
         result
+    }
+
+    /// [`epoll_ctl`](FdTable::epoll_ctl) for the table's owner: both
+    /// descriptions are borrowed from the table without its lock (see
+    /// [`with_exclusive`](FdTable::with_exclusive)), and neither reference
+    /// count is touched. The table stays borrowed during the call, which
+    /// only the target's wait queue and the epoll's locks take part in.
+    pub fn epoll_ctl_exclusive(
+        &mut self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        event: Option<&EpollEvent>,
+    ) -> Result<(), Errno> {
+        if op != CtlOp::Del.to_raw() && event.is_none() {
+            return Err(Errno::EFAULT);
+        }
+        let table = self.table.get_mut();
+        ctl_files(table.file(epfd)?, table.file(fd)?, op, fd, event)
     }
 
     /// `epoll_wait(epfd, events, maxevents, timeout)`: `EBADF`, then
@@ -345,6 +359,24 @@ impl<F: FileDescription> FdTable<F> {
         }
         self.epoll_wait(epfd, events, maxevents, timeout_ms)
     }
+}
+
+/// `epoll_ctl` once both descriptors are known to be open: the rest of
+/// Linux's check order (`EPERM`, `EINVAL` for a non-epoll, then the
+/// epoll's own checks).
+fn ctl_files<F: FileDescription>(
+    epfile: &F,
+    target_file: &F,
+    op: i32,
+    fd: i32,
+    event: Option<&EpollEvent>,
+) -> Result<(), Errno> {
+    let target = target_file.pollable().ok_or(Errno::EPERM)?;
+    let ep = epfile.event_poll().ok_or(Errno::EINVAL)?;
+    // An unknown op passes the remaining checks only to end in EINVAL, the
+    // same errno those checks give.
+    let op = CtlOp::from_raw(op).ok_or(Errno::EINVAL)?;
+    ep.ctl(op, &target, fd, event.copied())
 }
 
 /// `epoll_wait(epfd, events, maxevents, 0)` on the description behind
@@ -561,6 +593,59 @@ mod tests {
         );
         // A positive timeout goes through the locked path and still harvests.
         assert_eq!(fds.epoll_wait_exclusive(ep, &mut short, 1, 10), Ok(1));
+    }
+
+    #[test]
+    fn exclusive_ctl_answers_as_the_locked_one() {
+        // Two tables in the same state: every ctl case gives one errno on
+        // both, and leaves both with the same registrations.
+        let mut tables: [FdTable<BasicFile>; 2] = [FdTable::new(), FdTable::new()];
+        let mut fds = [0; 4];
+        for t in &tables {
+            fds = [
+                t.epoll_create1(0).unwrap(),
+                t.eventfd(1, 0).unwrap(),
+                t.insert(BasicFile::Plain, false).unwrap(),
+                t.epoll_create1(0).unwrap(),
+            ];
+        }
+        let [ep, efd, plain, ep2] = fds;
+        let ev = EpollEvent::new(crate::Events::IN, 3);
+        let excl = EpollEvent::new(crate::Events::IN | crate::Events::EXCLUSIVE, 4);
+        let (add, del, bad) = (CtlOp::Add.to_raw(), CtlOp::Del.to_raw(), 99);
+        let cases = [
+            (ep, add, efd, Some(ev)),
+            (ep, add, efd, Some(ev)),
+            (ep, add, efd, None),
+            (ep, CtlOp::Mod.to_raw(), efd, Some(excl)),
+            (ep, add, plain, Some(ev)),
+            (efd, add, ep2, Some(ev)),
+            (ep, add, ep, Some(ev)),
+            (ep, add, ep2, Some(excl)),
+            (ep, add, ep2, Some(ev)),
+            (ep2, add, ep, Some(ev)),
+            (ep, bad, efd, Some(ev)),
+            (ep, del, efd, None),
+            (ep, del, efd, None),
+            (99, add, efd, Some(ev)),
+            (ep, add, -1, Some(ev)),
+        ];
+        for (epfd, op, fd, event) in cases {
+            let [a, b] = &mut tables;
+            let locked = a.epoll_ctl(epfd, op, fd, event.as_ref());
+            let exclusive = b.epoll_ctl_exclusive(epfd, op, fd, event.as_ref());
+            assert_eq!(
+                locked, exclusive,
+                "epoll_ctl({epfd}, {op}, {fd}, {event:?})"
+            );
+        }
+        let mut buf = [EpollEvent::default(); 4];
+        let [a, b] = &mut tables;
+        assert_eq!(
+            a.epoll_wait(ep, &mut buf, 4, 0),
+            b.epoll_wait_exclusive(ep, &mut buf, 4, 0)
+        );
+        assert_eq!(b.epoll_ctl_exclusive(ep, del, ep2, None), Ok(()));
     }
 
     #[test]

@@ -733,7 +733,7 @@ impl<D: Device + Lookahead> Stack<D> {
         fd: i32,
         event: Option<&EpollEvent>,
     ) -> Result<(), Errno> {
-        self.files.epoll_ctl(epfd, op, fd, event)
+        self.files.epoll_ctl_exclusive(epfd, op, fd, event)
     }
 
     /// `epoll_wait(epfd, events, maxevents, timeout_ms)`. In

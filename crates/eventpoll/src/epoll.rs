@@ -382,6 +382,20 @@ fn unlink_ready(ready: &mut Ready, item: &Arc<EpItem>) {
 struct Interest {
     tree: RBTree<TreeAdapter>,
     count: usize,
+    /// Registrations without a [`ReadinessCell`], whose harvest polls the
+    /// object itself. While there are none, a harvest runs in one hold of
+    /// the ready-list lock (see [`EventPoll::send_events`]).
+    polling_objects: usize,
+}
+
+impl Interest {
+    /// Counts an item leaving the tree.
+    fn removed(&mut self, item: &EpItem) {
+        self.count -= 1;
+        if item.cell.is_none() {
+            self.polling_objects -= 1;
+        }
+    }
 }
 
 /// Epoll-to-epoll links, for the loop and depth checks of `Add`. Links are
@@ -427,6 +441,7 @@ impl EventPoll {
             interest: Mutex::new(Interest {
                 tree: RBTree::new(TreeAdapter::new()),
                 count: 0,
+                polling_objects: 0,
             }),
             shared: Arc::new(ReadyShared {
                 ready: Mutex::new(Ready {
@@ -607,7 +622,7 @@ impl EventPoll {
             }
             CtlOp::Del => {
                 let item = interest.tree.find_mut(&key).remove().ok_or(Errno::ENOENT)?;
-                interest.count -= 1;
+                interest.removed(&item);
                 self.budget.release();
                 self.detach_item(&item, Some(target));
                 Ok(())
@@ -624,7 +639,11 @@ impl EventPoll {
         key: ItemKey,
         event: EpollEvent,
     ) -> Result<(), Errno> {
-        let Interest { tree, count } = interest;
+        let Interest {
+            tree,
+            count,
+            polling_objects,
+        } = interest;
         let RBTreeEntry::Vacant(slot) = tree.entry(&key) else {
             return Err(Errno::EEXIST);
         };
@@ -652,6 +671,9 @@ impl EventPoll {
             // The object is being destroyed under the caller's feet.
             self.budget.release();
             return Err(Errno::EBADF);
+        }
+        if item.cell.is_none() {
+            *polling_objects += 1;
         }
         let cursor = slot.insert(item);
         *count += 1;
@@ -727,7 +749,7 @@ impl EventPoll {
                 .is_some_and(|found| std::ptr::eq(found, &**item))
             {
                 cursor.remove();
-                interest.count -= 1;
+                interest.removed(item);
                 self.budget.release();
             }
             self.detach_item(item, None);
@@ -879,9 +901,102 @@ impl EventPoll {
     }
 
     /// `ep_send_events` (EPOLL_SPEC §4.3): the harvest.
+    ///
+    /// Linux splices the ready list out under `ep->lock`, polls each item
+    /// without it, and takes it again to put the list back together (a
+    /// source's poll may take locks that its wake-ups hold while they take
+    /// `ep->lock`). That is [`send_events_scanning`]. When every
+    /// registration has a [`ReadinessCell`], whose poll may run under the
+    /// ready-list lock (its contract), the harvest instead runs in one hold
+    /// of that lock ([`send_events_in_place`]): the same result, since no
+    /// callback can land in between, for one lock and unlock fewer (two
+    /// locked instructions; netstack's sockets all have cells).
+    ///
+    /// [`send_events_scanning`]: EventPoll::send_events_scanning
+    /// [`send_events_in_place`]: EventPoll::send_events_in_place
     fn send_events(&self, events: &mut [EpollEvent]) -> usize {
         let mut interest = self.interest.lock();
         self.reap(&mut interest);
+        let n = if interest.polling_objects == 0 {
+            self.send_events_in_place(events)
+        } else {
+            self.send_events_scanning(events)
+        };
+        drop(interest);
+        n
+    }
+
+    /// The harvest in one hold of the ready-list lock, for an epoll whose
+    /// every registration has a [`ReadinessCell`]. Caller holds `interest`.
+    ///
+    /// Items leave the list from the front, as in the scanning harvest;
+    /// what is not reached stays in front, and the delivered
+    /// level-triggered items go to the back: `[undelivered] ++ [delivered
+    /// LT]`, the scanning harvest's order with nothing queued during a scan.
+    /// Items that go (stale, gone, delivered ET or ONESHOT) are dropped
+    /// after the lock is released: dropping an item's last reference may
+    /// run its cell's destructor.
+    fn send_events_in_place(&self, events: &mut [EpollEvent]) -> usize {
+        let mut dropped = LinkedList::new(ReadyAdapter::new());
+        let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
+        let mut ready = self.shared.ready.lock();
+        debug_assert!(!ready.scanning && ready.ovflist.is_empty());
+        let mut stale = 0;
+        let mut n = 0;
+        while n < events.len() {
+            let Some(item) = ready.rdllist.pop_front() else {
+                break;
+            };
+            let mask = item.mask();
+            let revents = if item.gone.load(Ordering::Relaxed) {
+                Events::empty()
+            } else {
+                let revents = item.poll_source() & mask;
+                stale += u64::from(revents.is_empty());
+                revents
+            };
+            if revents.is_empty() {
+                dropped.push_back(item);
+                continue;
+            }
+            events[n] = EpollEvent::new(revents, item.data.load(Ordering::SeqCst));
+            n += 1;
+            if mask.contains(Events::ONESHOT) {
+                item.events
+                    .store((mask & Events::PRIVATE).bits(), Ordering::SeqCst);
+                dropped.push_back(item);
+            } else if mask.contains(Events::ET) {
+                dropped.push_back(item);
+            } else {
+                delivered_lt.push_back(item);
+            }
+        }
+        ready.counters.stale_drops += stale;
+        ready.rdllist.back_mut().splice_after(delivered_lt);
+        let wake_next = !ready.rdllist.is_empty() && ready.take_sleeper();
+        self.shared.update_hint(&ready);
+        drop(ready);
+        drop(dropped);
+        if wake_next {
+            trace!(
+                epoll = self.shared.poll_wait.id(),
+                "items left after the harvest: chain wake"
+            );
+            self.shared.waiters_cv.notify_one();
+        }
+        trace!(
+            epoll = self.shared.poll_wait.id(),
+            events = n,
+            stale,
+            "harvest"
+        );
+        n
+    }
+
+    /// The harvest as Linux's: splice the ready list out, poll each item
+    /// without the ready-list lock, put the list back together. Caller
+    /// holds `interest`.
+    fn send_events_scanning(&self, events: &mut [EpollEvent]) -> usize {
         let mut txlist = self.start_scan();
         let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
         let mut stale = 0;

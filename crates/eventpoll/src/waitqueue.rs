@@ -78,6 +78,12 @@ pub trait Pollable: Send + Sync + 'static {
 /// [`Pollable::readiness_cell`]).
 pub trait ReadinessCell: Send + Sync + 'static {
     /// The object's readiness now, as its [`Pollable::poll`] reports it.
+    ///
+    /// Called with an epoll's ready-list lock held (an epoll whose every
+    /// registration has a cell harvests in one hold of that lock), so it
+    /// must not block, and must not take a lock that is held while the
+    /// object's wait queue is woken: update the state, release its lock,
+    /// then wake (an atomic load, as netstack's sockets use, takes none).
     fn poll(&self) -> Events;
 }
 

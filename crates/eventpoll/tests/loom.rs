@@ -14,6 +14,9 @@
 //!   deadlock.
 //! - Two zero-timeout polls of an always-ready LT item both get it (epoll65).
 //! - `interrupt` racing two blocking waits releases both with `EBADF`.
+//! - The same races on sources that hand epoll a readiness cell, whose
+//!   harvest runs in one hold of the ready-list lock: an ET edge racing it
+//!   is reported exactly once, nothing after `Del`, the LT chain wake.
 //!
 //! Loom has no time: `wait` is only called with `None` or `Duration::ZERO`.
 //!
@@ -40,7 +43,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventpoll::{EfdFlags, EpollEvent, EventFd, EventPoll, Events, Pollable, WaitQueue, pipe};
+use eventpoll::{
+    EfdFlags, EpollEvent, EventFd, EventPoll, Events, Pollable, ReadinessCell, WaitQueue, pipe,
+};
 use loom::sync::Mutex;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
@@ -571,5 +576,149 @@ fn interrupt_releases_blocked_waiters() {
         for w in waiters {
             assert_eq!(w.join().unwrap(), Err(eventpoll::Errno::EBADF));
         }
+    });
+}
+
+// --- sources with a readiness cell (the harvest in one lock hold) -------------
+
+/// A counter whose readiness lives in a cell apart from it, as netstack's
+/// sockets keep theirs: epoll holds the cell and reads it under its
+/// ready-list lock. `produce` updates the cell, releases its lock, then
+/// wakes the queue (the cell contract). The cell's lock is loom's.
+struct CellSource {
+    cell: Arc<CountCell>,
+    wq: WaitQueue,
+}
+
+struct CountCell(Mutex<u64>);
+
+impl ReadinessCell for CountCell {
+    fn poll(&self) -> Events {
+        if *self.0.lock().unwrap() > 0 {
+            Events::IN
+        } else {
+            Events::empty()
+        }
+    }
+}
+
+impl CellSource {
+    fn new(count: u64) -> Arc<CellSource> {
+        Arc::new(CellSource {
+            cell: Arc::new(CountCell(Mutex::new(count))),
+            wq: WaitQueue::new(),
+        })
+    }
+
+    fn produce(&self) {
+        *self.cell.0.lock().unwrap() += 1;
+        self.wq.wake(Events::IN);
+    }
+}
+
+impl Pollable for CellSource {
+    fn poll(&self) -> Events {
+        self.cell.poll()
+    }
+
+    fn wait_queue(&self) -> &WaitQueue {
+        &self.wq
+    }
+
+    fn readiness_cell(&self) -> Option<Arc<dyn ReadinessCell>> {
+        Some(self.cell.clone())
+    }
+}
+
+/// [`ballast`] with a cell source, so that the epoll keeps harvesting in
+/// one lock hold (an eventfd ballast has no cell and would switch it to the
+/// scanning harvest).
+fn cell_ballast(ep: &EventPoll) -> Arc<CellSource> {
+    let src = CellSource::new(1);
+    ep.add(&src, 99, ev(Events::IN, BALLAST)).unwrap();
+    src
+}
+
+/// [`et_edge_racing_a_harvest_is_reported_exactly_once`] with cells: the
+/// edge lands before or after the harvest's one lock hold, never lost and
+/// never twice.
+#[test]
+fn cell_et_edge_racing_an_in_place_harvest_is_reported_exactly_once() {
+    check(|| {
+        let ep = EventPoll::new();
+        let _ballast = cell_ballast(&ep);
+        let src = CellSource::new(0);
+        ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
+        let producer = {
+            let src = src.clone();
+            thread::spawn(move || src.produce())
+        };
+        let first = harvest0(&ep);
+        producer.join().unwrap();
+        let second = harvest0(&ep);
+        let mut all = first.clone();
+        all.extend(&second);
+        assert_eq!(
+            all,
+            vec![(1, Events::IN)],
+            "first {first:?}, second {second:?}"
+        );
+        assert_eq!(harvest0(&ep), vec![]);
+    });
+}
+
+/// [`callback_harvest_and_del_never_report_a_deleted_item`] with cells.
+#[test]
+fn cell_callback_harvest_and_del_never_report_a_deleted_item() {
+    check(|| {
+        let ep = EventPoll::new();
+        let _ballast = cell_ballast(&ep);
+        let src = CellSource::new(0);
+        ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
+        let deleted = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let src = src.clone();
+            thread::spawn(move || src.produce())
+        };
+        let deleter = {
+            let (ep, src, deleted) = (ep.clone(), src.clone(), deleted.clone());
+            thread::spawn(move || {
+                ep.delete(&src, 0).unwrap();
+                deleted.store(true, Ordering::SeqCst);
+            })
+        };
+        let after_del = deleted.load(Ordering::SeqCst);
+        let got = harvest0(&ep);
+        if after_del {
+            assert_eq!(got, vec![], "reported after Del returned");
+        } else {
+            assert!(got.is_empty() || got == vec![(1, Events::IN)]);
+        }
+        producer.join().unwrap();
+        deleter.join().unwrap();
+        assert_eq!(harvest0(&ep), vec![], "reported after Del");
+        assert_eq!(ep.len(), 1, "only the ballast is left");
+    });
+}
+
+/// [`lt_event_wakes_both_blocked_waiters`] with a cell source: the harvest
+/// in one lock hold passes the LT item on to the other waiter.
+#[test]
+fn cell_lt_event_wakes_both_blocked_waiters() {
+    check(|| {
+        let ep = EventPoll::new();
+        let src = CellSource::new(0);
+        ep.add(&src, 0, ev(Events::IN, 1)).unwrap();
+        let other = {
+            let ep = ep.clone();
+            thread::spawn(move || blocking_harvest(&ep))
+        };
+        let producer = {
+            let src = src.clone();
+            thread::spawn(move || src.produce())
+        };
+        assert_eq!(blocking_harvest(&ep), vec![(1, Events::IN)]);
+        assert_eq!(other.join().unwrap(), vec![(1, Events::IN)]);
+        producer.join().unwrap();
     });
 }

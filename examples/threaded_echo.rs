@@ -18,7 +18,7 @@
 //! client 2: 10 round trips of 64 B
 //! client 3: 10 round trips of 64 B
 //! server echoed 2560 bytes
-//! server stack thread: ThreadStats { wakeups: .., kicks: .., sender_received: .., hook_declined: .., parks: .. }
+//! server stack thread: ThreadStats { wakeups: .., kicks: .., sender_received: .., left_to_holder: .., parks: .. }
 //! ```
 //!
 //! `sender_received` counts packets that the client's sending thread fed

@@ -97,9 +97,9 @@ pub fn run(cfg: &Config) -> Report {
         .map(|(n, name)| {
             let s = n.thread_stats();
             format!(
-                "{name}: {} stack-thread wake-ups, {} kicks, {} arrivals received by the sender, \
-                 {} declined (lock busy), {} parks",
-                s.wakeups, s.kicks, s.sender_received, s.hook_declined, s.parks
+                "{name}: {} stack-thread wake-ups, {} kicks, {} arrivals received outside the stack thread, \
+                 {} left to the lock holder, {} parks",
+                s.wakeups, s.kicks, s.sender_received, s.left_to_holder, s.parks
             )
         })
         .collect();

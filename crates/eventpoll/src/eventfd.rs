@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::events::{Errno, Events};
 use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex};
-use crate::waitqueue::{Pollable, WaitQueue};
+use crate::waitqueue::{Pollable, ReadinessCell, WaitQueue};
 
 bitflags::bitflags! {
     /// Flags of [`EventFd::with_flags`], with Linux's `EFD_*` values.
@@ -36,9 +36,11 @@ const MAX_COUNT: u64 = u64::MAX - 1;
 ///
 /// The counter is one atomic word: `poll` is a single load and a read or a
 /// write that does not block is one compare-and-swap. Only blocking callers
-/// touch the mutex and condvar.
+/// touch the mutex and condvar. The word sits in its own allocation, the
+/// eventfd's [`ReadinessCell`]: epoll keeps it and reads the readiness
+/// there, without a reference count on the eventfd.
 pub struct EventFd {
-    count: AtomicU64,
+    count: Arc<Counter>,
     semaphore: bool,
     nonblocking: AtomicBool,
     /// Callers blocked in `read` or `write`; they sleep on `changed` under
@@ -47,6 +49,32 @@ pub struct EventFd {
     sleep_lock: Mutex<()>,
     changed: Condvar,
     wq: WaitQueue,
+}
+
+/// An eventfd's counter, and its readiness cell.
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn load(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ReadinessCell for Counter {
+    fn poll(&self) -> Events {
+        let count = self.load();
+        let mut events = Events::empty();
+        if count > 0 {
+            events |= Events::IN;
+        }
+        if count == u64::MAX {
+            events |= Events::ERR;
+        }
+        if count < MAX_COUNT {
+            events |= Events::OUT;
+        }
+        events
+    }
 }
 
 impl EventFd {
@@ -62,7 +90,7 @@ impl EventFd {
             return Err(Errno::EINVAL);
         }
         Ok(Arc::new(EventFd {
-            count: AtomicU64::new(initval),
+            count: Arc::new(Counter(AtomicU64::new(initval))),
             semaphore: flags.contains(EfdFlags::SEMAPHORE),
             nonblocking: AtomicBool::new(flags.contains(EfdFlags::NONBLOCK)),
             sleepers: AtomicUsize::new(0),
@@ -84,7 +112,7 @@ impl EventFd {
 
     /// The counter now, without changing it.
     pub fn value(&self) -> u64 {
-        self.count.load(Ordering::SeqCst)
+        self.count.load()
     }
 
     /// Reads the counter: all of it (and resets it to 0), or 1 in semaphore
@@ -144,11 +172,12 @@ impl EventFd {
     }
 
     fn try_step<R>(&self, step: &mut impl FnMut(u64) -> Option<(u64, R)>) -> Option<R> {
-        let mut count = self.count.load(Ordering::SeqCst);
+        let mut count = self.count.load();
         loop {
             let (new, result) = step(count)?;
             match self
                 .count
+                .0
                 .compare_exchange_weak(count, new, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => return Some(result),
@@ -181,22 +210,15 @@ impl EventFd {
 
 impl Pollable for EventFd {
     fn poll(&self) -> Events {
-        let count = self.count.load(Ordering::SeqCst);
-        let mut events = Events::empty();
-        if count > 0 {
-            events |= Events::IN;
-        }
-        if count == u64::MAX {
-            events |= Events::ERR;
-        }
-        if count < MAX_COUNT {
-            events |= Events::OUT;
-        }
-        events
+        self.count.poll()
     }
 
     fn wait_queue(&self) -> &WaitQueue {
         &self.wq
+    }
+
+    fn readiness_cell(&self) -> Option<Arc<dyn ReadinessCell>> {
+        Some(self.count.clone())
     }
 }
 

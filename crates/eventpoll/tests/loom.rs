@@ -14,9 +14,12 @@
 //!   deadlock.
 //! - Two zero-timeout polls of an always-ready LT item both get it (epoll65).
 //! - `interrupt` racing two blocking waits releases both with `EBADF`.
-//! - The same races on sources that hand epoll a readiness cell, whose
-//!   harvest runs in one hold of the ready-list lock: an ET edge racing it
-//!   is reported exactly once, nothing after `Del`, the LT chain wake.
+//! - The same races on an epoll whose every source hands it a readiness
+//!   cell (eventfds do), whose harvest runs in one hold of the ready-list
+//!   lock: an ET edge racing it is reported exactly once, nothing after
+//!   `Del`, the LT chain wake. (The blocked-waiter models below use
+//!   eventfds alone, so they run on that harvest too; the models with a
+//!   `ballast` and the locked sources run on Linux's splice-and-scan one.)
 //!
 //! Loom has no time: `wait` is only called with `None` or `Duration::ZERO`.
 //!
@@ -90,14 +93,31 @@ fn ev(events: Events, data: u64) -> EpollEvent {
 /// The data of the ballast item; [`harvest`] leaves it out.
 const BALLAST: u64 = 99;
 
-/// Registers an always-ready LT eventfd on `ep`, so that the epoll's
+/// Registers an always-ready LT item on `ep`, so that the epoll's
 /// lock-free "maybe ready" hint stays set and every `wait` takes the locked
-/// harvest path, where loom can interleave other threads. Keep the returned
-/// handle alive for the whole model (dropping it removes the item).
-fn ballast(ep: &EventPoll) -> Arc<EventFd> {
-    let src = efd(1);
+/// harvest path, where loom can interleave other threads. The item's source
+/// has no readiness cell, so the epoll harvests as Linux does (splice the
+/// ready list out, poll without the lock, merge back with the overflow
+/// list), the path these models are about; `cell_ballast` keeps an epoll
+/// on the one-lock-hold harvest instead. Keep the returned handle alive for
+/// the whole model (dropping it removes the item).
+fn ballast(ep: &EventPoll) -> Arc<AlwaysReady> {
+    let src = Arc::new(AlwaysReady(WaitQueue::new()));
     ep.add(&src, 99, ev(Events::IN, BALLAST)).unwrap();
     src
+}
+
+/// A source that is always readable and has no readiness cell.
+struct AlwaysReady(WaitQueue);
+
+impl Pollable for AlwaysReady {
+    fn poll(&self) -> Events {
+        Events::IN
+    }
+
+    fn wait_queue(&self) -> &WaitQueue {
+        &self.0
+    }
 }
 
 /// One `wait`, without the ballast item's report.

@@ -160,6 +160,19 @@ impl EpItem {
         Events::from_raw(self.events.load(Ordering::SeqCst))
     }
 
+    /// Reports `revents` (non-empty) of this item, whose mask is `mask`,
+    /// into `event`, and disarms a ONESHOT item. Returns true if the item
+    /// goes back on the ready list (level-triggered, not ONESHOT).
+    fn deliver(&self, mask: Events, revents: Events, event: &mut EpollEvent) -> bool {
+        *event = EpollEvent::new(revents, self.data.load(Ordering::SeqCst));
+        if mask.contains(Events::ONESHOT) {
+            self.events
+                .store((mask & Events::PRIVATE).bits(), Ordering::SeqCst);
+            return false;
+        }
+        !mask.contains(Events::ET)
+    }
+
     /// The watched object's readiness now; empty if the object is gone.
     fn poll_source(&self) -> Events {
         match &self.cell {
@@ -244,6 +257,17 @@ impl ReadyShared {
     fn update_hint(&self, ready: &Ready) {
         let hint = !ready.rdllist.is_empty() || ready.scanning;
         self.maybe_ready.store(hint, Ordering::Release);
+    }
+
+    /// Wakes the next blocked waiter chosen by a harvest that left items
+    /// on the ready list (the LT chain wake of EPOLL_SPEC §1.7). Call after
+    /// releasing the ready-list lock.
+    fn chain_wake(&self) {
+        trace!(
+            epoll = self.poll_wait.id(),
+            "items left after the harvest: chain wake"
+        );
+        self.waiters_cv.notify_one();
     }
 
     /// `ep_poll_callback` (EPOLL_SPEC §4.2). Returns Linux's `ewake`: false
@@ -959,16 +983,12 @@ impl EventPoll {
                 dropped.push_back(item);
                 continue;
             }
-            events[n] = EpollEvent::new(revents, item.data.load(Ordering::SeqCst));
+            let level_triggered = item.deliver(mask, revents, &mut events[n]);
             n += 1;
-            if mask.contains(Events::ONESHOT) {
-                item.events
-                    .store((mask & Events::PRIVATE).bits(), Ordering::SeqCst);
-                dropped.push_back(item);
-            } else if mask.contains(Events::ET) {
-                dropped.push_back(item);
-            } else {
+            if level_triggered {
                 delivered_lt.push_back(item);
+            } else {
+                dropped.push_back(item);
             }
         }
         ready.counters.stale_drops += stale;
@@ -978,11 +998,7 @@ impl EventPoll {
         drop(ready);
         drop(dropped);
         if wake_next {
-            trace!(
-                epoll = self.shared.poll_wait.id(),
-                "items left after the harvest: chain wake"
-            );
-            self.shared.waiters_cv.notify_one();
+            self.shared.chain_wake();
         }
         trace!(
             epoll = self.shared.poll_wait.id(),
@@ -1017,14 +1033,10 @@ impl EventPoll {
                 stale += 1;
                 continue;
             }
-            events[n] = EpollEvent::new(revents, item.data.load(Ordering::SeqCst));
-            n += 1;
-            if mask.contains(Events::ONESHOT) {
-                item.events
-                    .store((mask & Events::PRIVATE).bits(), Ordering::SeqCst);
-            } else if !mask.contains(Events::ET) {
+            if item.deliver(mask, revents, &mut events[n]) {
                 delivered_lt.push_back(item);
             }
+            n += 1;
         }
         self.done_scan(txlist, delivered_lt, stale);
         trace!(
@@ -1071,11 +1083,7 @@ impl EventPoll {
         self.shared.update_hint(&ready);
         drop(ready);
         if wake_next {
-            trace!(
-                epoll = self.shared.poll_wait.id(),
-                "items left after the harvest: chain wake"
-            );
-            self.shared.waiters_cv.notify_one();
+            self.shared.chain_wake();
         }
     }
 

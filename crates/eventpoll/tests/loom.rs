@@ -139,6 +139,24 @@ fn blocking_harvest(ep: &EventPoll) -> Vec<(u64, Events)> {
     harvest(ep, None)
 }
 
+/// What the models shared by several kinds of source need of one.
+trait Source: Pollable + Sized {
+    /// A source whose readiness counts `count` events.
+    fn with_count(count: u64) -> Arc<Self>;
+    /// One more event, and a wake-up.
+    fn produce(&self);
+}
+
+impl Source for EventFd {
+    fn with_count(count: u64) -> Arc<EventFd> {
+        efd(count)
+    }
+
+    fn produce(&self) {
+        self.write(1).unwrap();
+    }
+}
+
 // --- callback vs harvest (vs ctl) ---------------------------------------------
 
 /// One write of an ET eventfd races a harvest: the edge is reported exactly
@@ -146,17 +164,25 @@ fn blocking_harvest(ep: &EventPoll) -> Vec<(u64, Events)> {
 /// landing mid-harvest goes to the overflow list and is kept).
 #[test]
 fn et_edge_racing_a_harvest_is_reported_exactly_once() {
-    check(|| {
+    check(et_edge_racing_a_harvest::<EventFd, _>(ballast));
+}
+
+/// The model of [`et_edge_racing_a_harvest_is_reported_exactly_once`], on
+/// a source of kind `S` beside the item `ballast` registers.
+fn et_edge_racing_a_harvest<S: Source, B: 'static>(
+    ballast: fn(&EventPoll) -> B,
+) -> impl Fn() + Sync + Send + 'static {
+    move || {
         let ep = EventPoll::new();
         let _ballast = ballast(&ep);
-        let src = efd(0);
+        let src = S::with_count(0);
         ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
-        let writer = {
+        let producer = {
             let src = src.clone();
-            thread::spawn(move || src.write(1).unwrap())
+            thread::spawn(move || src.produce())
         };
         let first = harvest0(&ep);
-        writer.join().unwrap();
+        producer.join().unwrap();
         let second = harvest0(&ep);
         let mut all = first.clone();
         all.extend(&second);
@@ -166,7 +192,7 @@ fn et_edge_racing_a_harvest_is_reported_exactly_once() {
             "first {first:?}, second {second:?}"
         );
         assert_eq!(harvest0(&ep), vec![]);
-    });
+    }
 }
 
 /// The item is already queued (ready at `Add`) and a write lands while a
@@ -197,15 +223,23 @@ fn et_edge_during_the_delivery_of_the_same_item_reports_at_most_twice() {
 /// reported after everything joined.
 #[test]
 fn callback_harvest_and_del_never_report_a_deleted_item() {
-    check(|| {
+    check(callback_harvest_and_del::<EventFd, _>(ballast));
+}
+
+/// The model of [`callback_harvest_and_del_never_report_a_deleted_item`],
+/// on a source of kind `S` beside the item `ballast` registers.
+fn callback_harvest_and_del<S: Source, B: 'static>(
+    ballast: fn(&EventPoll) -> B,
+) -> impl Fn() + Sync + Send + 'static {
+    move || {
         let ep = EventPoll::new();
         let _ballast = ballast(&ep);
-        let src = efd(0);
+        let src = S::with_count(0);
         ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
         let deleted = Arc::new(AtomicBool::new(false));
-        let writer = {
+        let producer = {
             let src = src.clone();
-            thread::spawn(move || src.write(1).unwrap())
+            thread::spawn(move || src.produce())
         };
         let deleter = {
             let (ep, src, deleted) = (ep.clone(), src.clone(), deleted.clone());
@@ -221,11 +255,11 @@ fn callback_harvest_and_del_never_report_a_deleted_item() {
         } else {
             assert!(got.is_empty() || got == vec![(1, Events::IN)]);
         }
-        writer.join().unwrap();
+        producer.join().unwrap();
         deleter.join().unwrap();
         assert_eq!(harvest0(&ep), vec![], "reported after Del");
         assert_eq!(ep.len(), 1, "only the ballast is left");
-    });
+    }
 }
 
 /// Write, harvest and `Mod` (same interest, new data) at once: the edge is
@@ -461,22 +495,28 @@ fn mod_rearming_a_ready_item_wakes_a_blocked_waiter() {
 /// chain wake of §1.7 item 41).
 #[test]
 fn lt_event_wakes_both_blocked_waiters() {
-    check(|| {
+    check(lt_event_wakes_both::<EventFd>());
+}
+
+/// The model of [`lt_event_wakes_both_blocked_waiters`] on a source of
+/// kind `S`.
+fn lt_event_wakes_both<S: Source>() -> impl Fn() + Sync + Send + 'static {
+    || {
         let ep = EventPoll::new();
-        let src = efd(0);
+        let src = S::with_count(0);
         ep.add(&src, 0, ev(Events::IN, 1)).unwrap();
         let other = {
             let ep = ep.clone();
             thread::spawn(move || blocking_harvest(&ep))
         };
-        let writer = {
+        let producer = {
             let src = src.clone();
-            thread::spawn(move || src.write(1).unwrap())
+            thread::spawn(move || src.produce())
         };
         assert_eq!(blocking_harvest(&ep), vec![(1, Events::IN)]);
         assert_eq!(other.join().unwrap(), vec![(1, Events::IN)]);
-        writer.join().unwrap();
-    });
+        producer.join().unwrap();
+    }
 }
 
 /// Three waiters blocked on one LT item, one write: all three return it.
@@ -622,8 +662,8 @@ impl ReadinessCell for CountCell {
     }
 }
 
-impl CellSource {
-    fn new(count: u64) -> Arc<CellSource> {
+impl Source for CellSource {
+    fn with_count(count: u64) -> Arc<CellSource> {
         Arc::new(CellSource {
             cell: Arc::new(CountCell(Mutex::new(count))),
             wq: WaitQueue::new(),
@@ -654,7 +694,7 @@ impl Pollable for CellSource {
 /// one lock hold (an eventfd ballast has no cell and would switch it to the
 /// scanning harvest).
 fn cell_ballast(ep: &EventPoll) -> Arc<CellSource> {
-    let src = CellSource::new(1);
+    let src = CellSource::with_count(1);
     ep.add(&src, 99, ev(Events::IN, BALLAST)).unwrap();
     src
 }
@@ -664,81 +704,19 @@ fn cell_ballast(ep: &EventPoll) -> Arc<CellSource> {
 /// never twice.
 #[test]
 fn cell_et_edge_racing_an_in_place_harvest_is_reported_exactly_once() {
-    check(|| {
-        let ep = EventPoll::new();
-        let _ballast = cell_ballast(&ep);
-        let src = CellSource::new(0);
-        ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
-        let producer = {
-            let src = src.clone();
-            thread::spawn(move || src.produce())
-        };
-        let first = harvest0(&ep);
-        producer.join().unwrap();
-        let second = harvest0(&ep);
-        let mut all = first.clone();
-        all.extend(&second);
-        assert_eq!(
-            all,
-            vec![(1, Events::IN)],
-            "first {first:?}, second {second:?}"
-        );
-        assert_eq!(harvest0(&ep), vec![]);
-    });
+    check(et_edge_racing_a_harvest::<CellSource, _>(cell_ballast));
 }
 
 /// [`callback_harvest_and_del_never_report_a_deleted_item`] with cells.
 #[test]
 fn cell_callback_harvest_and_del_never_report_a_deleted_item() {
-    check(|| {
-        let ep = EventPoll::new();
-        let _ballast = cell_ballast(&ep);
-        let src = CellSource::new(0);
-        ep.add(&src, 0, ev(Events::IN | Events::ET, 1)).unwrap();
-        let deleted = Arc::new(AtomicBool::new(false));
-        let producer = {
-            let src = src.clone();
-            thread::spawn(move || src.produce())
-        };
-        let deleter = {
-            let (ep, src, deleted) = (ep.clone(), src.clone(), deleted.clone());
-            thread::spawn(move || {
-                ep.delete(&src, 0).unwrap();
-                deleted.store(true, Ordering::SeqCst);
-            })
-        };
-        let after_del = deleted.load(Ordering::SeqCst);
-        let got = harvest0(&ep);
-        if after_del {
-            assert_eq!(got, vec![], "reported after Del returned");
-        } else {
-            assert!(got.is_empty() || got == vec![(1, Events::IN)]);
-        }
-        producer.join().unwrap();
-        deleter.join().unwrap();
-        assert_eq!(harvest0(&ep), vec![], "reported after Del");
-        assert_eq!(ep.len(), 1, "only the ballast is left");
-    });
+    check(callback_harvest_and_del::<CellSource, _>(cell_ballast));
 }
 
-/// [`lt_event_wakes_both_blocked_waiters`] with a cell source: the harvest
-/// in one lock hold passes the LT item on to the other waiter.
+/// [`lt_event_wakes_both_blocked_waiters`] with a cell whose poll takes a
+/// lock: the harvest in one lock hold passes the LT item on to the other
+/// waiter.
 #[test]
 fn cell_lt_event_wakes_both_blocked_waiters() {
-    check(|| {
-        let ep = EventPoll::new();
-        let src = CellSource::new(0);
-        ep.add(&src, 0, ev(Events::IN, 1)).unwrap();
-        let other = {
-            let ep = ep.clone();
-            thread::spawn(move || blocking_harvest(&ep))
-        };
-        let producer = {
-            let src = src.clone();
-            thread::spawn(move || src.produce())
-        };
-        assert_eq!(blocking_harvest(&ep), vec![(1, Events::IN)]);
-        assert_eq!(other.join().unwrap(), vec![(1, Events::IN)]);
-        producer.join().unwrap();
-    });
+    check(lt_event_wakes_both::<CellSource>());
 }

@@ -1786,7 +1786,11 @@ mod tests {
         assert!(log.windows.iter().all(|w| w.elapsed >= window));
         let mut rates: Vec<f64> = log.windows[2..].iter().map(Window::rate).collect();
         let median = crate::measure::median(&mut rates);
-        assert!((rate - median).abs() <= median * 1e-6, "{rate} vs {median}");
+        // The side reports a round time (a `Duration`, whole nanoseconds)
+        // that the rate is derived from: a round of a few hundred
+        // microseconds rounds to a few parts in a million. Other windows'
+        // rates differ from the median's by far more than 1e-4.
+        assert!((rate - median).abs() <= median * 1e-4, "{rate} vs {median}");
         let sum = log.summary(3).unwrap();
         assert_eq!(sum.windows, 3);
         assert_eq!(sum.before.0, 2);

@@ -65,23 +65,28 @@
 //! 3. a source's own state lock (taken by its `poll` during a harvest);
 //! 4. a source's **wait-queue lock** (held while callbacks run);
 //! 5. an epoll's **ready-list lock** (Linux's `ep->lock`): a leaf, held for
-//!    a few pointer operations.
+//!    a few pointer operations, and for the reads of [`ReadinessCell`]s in
+//!    a harvest of an epoll whose every registration has one.
 //!
 //! Consequences: a source's `poll` is never called with a ready-list lock
 //! held (the harvest splices the list out, releases the lock, then polls),
 //! so a source that wakes its queue while a harvest re-polls it cannot
-//! deadlock (the ABBA case of EPOLL_SPEC §4.1). Blocked waiters are woken
-//! after the ready-list lock is released. Callbacks landing during a harvest
-//! go to the overflow list and are merged back when the harvest ends, so
-//! none is lost (A8).
+//! deadlock (the ABBA case of EPOLL_SPEC §4.1). A readiness cell's `poll`
+//! is the exception, so its contract forbids it any lock a wake-up of its
+//! object holds (netstack's sockets and eventfds read an atomic); an epoll
+//! whose registrations all have one harvests in one hold of the ready-list
+//! lock, where no callback can land in between. Blocked waiters are woken
+//! after the ready-list lock is released. Callbacks landing during a
+//! (splice-and-scan) harvest go to the overflow list and are merged back
+//! when the harvest ends, so none is lost (A8).
 //!
 //! Lifetimes: an epitem holds its object weakly. When the object's last
 //! handle drops, its wait queue detaches every entry; the items are marked
 //! and removed by the next `ctl` or harvest of their epoll. An object may
-//! also hand its epitems a [`ReadinessCell`] (netstack's sockets do): the
-//! harvest then reads the readiness there, without upgrading the weak
-//! reference (two locked instructions per reported event saved). An epoll's own
-//! drop unregisters all its items. Callbacks hold only the ready-list half
+//! also hand its epitems a [`ReadinessCell`] (eventfds and netstack's
+//! sockets do): the harvest then reads the readiness there, without
+//! upgrading the weak reference (two locked instructions per reported event
+//! saved). An epoll's own drop unregisters all its items. Callbacks hold only the ready-list half
 //! of an epoll, so no callback can ever run an epoll's destructor.
 //!
 //! ## What differs from Linux, and why

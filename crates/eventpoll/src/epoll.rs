@@ -957,11 +957,17 @@ impl EventPoll {
     /// what is not reached stays in front, and the delivered
     /// level-triggered items go to the back: `[undelivered] ++ [delivered
     /// LT]`, the scanning harvest's order with nothing queued during a scan.
-    /// Items that go (stale, gone, delivered ET or ONESHOT) are dropped
-    /// after the lock is released: dropping an item's last reference may
-    /// run its cell's destructor.
+    /// Items that go (stale, gone, delivered ET or ONESHOT) are dropped at
+    /// once, under the lock. They must be: an item taken off the list but
+    /// still linked into a private list would look queued to a callback
+    /// landing after the unlock, which would then drop its event (a lost
+    /// wake-up; loopbench's blocked ping-pong hung on it). Dropping them
+    /// under the lock runs no destructor: every item on the ready list is
+    /// also held by the interest tree (which `interest`, held here, keeps
+    /// as it is) or, if its object went away, by the zombie list (changed
+    /// only under this lock), so the reference taken off the list is never
+    /// the last.
     fn send_events_in_place(&self, events: &mut [EpollEvent]) -> usize {
-        let mut dropped = LinkedList::new(ReadyAdapter::new());
         let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
         let mut ready = self.shared.ready.lock();
         debug_assert!(!ready.scanning && ready.ovflist.is_empty());
@@ -971,6 +977,10 @@ impl EventPoll {
             let Some(item) = ready.rdllist.pop_front() else {
                 break;
             };
+            debug_assert!(
+                Arc::strong_count(&item) > 1,
+                "the list held the last reference"
+            );
             let mask = item.mask();
             let revents = if item.gone.load(Ordering::Relaxed) {
                 Events::empty()
@@ -980,23 +990,18 @@ impl EventPoll {
                 revents
             };
             if revents.is_empty() {
-                dropped.push_back(item);
                 continue;
             }
-            let level_triggered = item.deliver(mask, revents, &mut events[n]);
-            n += 1;
-            if level_triggered {
+            if item.deliver(mask, revents, &mut events[n]) {
                 delivered_lt.push_back(item);
-            } else {
-                dropped.push_back(item);
             }
+            n += 1;
         }
         ready.counters.stale_drops += stale;
         ready.rdllist.back_mut().splice_after(delivered_lt);
         let wake_next = !ready.rdllist.is_empty() && ready.take_sleeper();
         self.shared.update_hint(&ready);
         drop(ready);
-        drop(dropped);
         if wake_next {
             self.shared.chain_wake();
         }

@@ -13,6 +13,7 @@
 //! - A source that wakes its queue (even under its own lock) while a harvest
 //!   re-polls it neither deadlocks nor loses the last event (§4.1).
 //! - Dropping or closing the watched object does not wake a blocked waiter.
+//! - Two threads ping-ponging through two epolls lose no write.
 //! - A randomised stress test of writers, waiters and `ctl`.
 //!
 //! Nothing here measures speed. Durations are only generous upper bounds for
@@ -535,6 +536,43 @@ fn zero_timeout_no_false_empty(threads: usize, polls: usize) {
 #[test]
 fn zero_timeout_polls_never_see_a_false_empty_result() {
     zero_timeout_no_false_empty(64, iters(100));
+}
+
+/// Two threads pass a token back and forth through two LT eventfds, each
+/// blocked in its own epoll's `wait` between turns (loopbench's wake-up
+/// ping-pong). Each write lands while the other side may be dropping the
+/// drained item of its last turn from the ready list as stale: no write is
+/// ever lost. A lost one shows as a `wait` that times out (`MUST`) instead
+/// of a hang. (The one-lock-hold harvest once dropped such items only
+/// after unlocking, and a callback in between took the item for queued.)
+fn ping_pong_round_trips(rounds: usize) {
+    let (ep_a, ep_b) = (EventPoll::new(), EventPoll::new());
+    let (fd_a, fd_b) = (efd(0), efd(0));
+    ep_a.add(&fd_a, 0, ev(Events::IN, 0)).unwrap();
+    ep_b.add(&fd_b, 0, ev(Events::IN, 0)).unwrap();
+    let partner = {
+        let (ep_b, fd_a, fd_b) = (ep_b.clone(), fd_a.clone(), fd_b.clone());
+        thread::spawn(move || {
+            for round in 0..rounds {
+                let got = harvest(&ep_b, 4, Some(MUST));
+                assert_eq!(got, vec![(0, Events::IN)], "B lost write {round}");
+                fd_b.read().unwrap();
+                fd_a.write(1).unwrap();
+            }
+        })
+    };
+    for round in 0..rounds {
+        fd_b.write(1).unwrap();
+        let got = harvest(&ep_a, 4, Some(MUST));
+        assert_eq!(got, vec![(0, Events::IN)], "A lost write {round}");
+        fd_a.read().unwrap();
+    }
+    partner.join().unwrap();
+}
+
+#[test]
+fn blocked_ping_pong_through_two_epolls_loses_no_write() {
+    ping_pong_round_trips(iters(60_000));
 }
 
 // --- §4.1: sources waking while a harvest re-polls them ----------------------

@@ -469,7 +469,7 @@ impl Drop for Locked<'_> {
         // arriving thread's flag store before its second try: either it
         // took the lock itself, or this load sees its flag.
         fence(Ordering::SeqCst);
-        if self.shared.arrival_pending.load(Ordering::Relaxed) {
+        if self.shared.arrival_pending.load(Ordering::Relaxed) && !draining(self.shared) {
             receive_pending(self.shared);
         }
     }
@@ -545,10 +545,36 @@ fn arrival(shared: &Weak<Shared>) -> bool {
 
 /// The packets an arrival left to the lock holder: received by whoever
 /// takes the lock next (this thread, if it is free now).
+///
+/// A loop, not a recursion: each pass ends with an unlock (the guard's
+/// drop, whose check this thread skips while it drains this stack) and
+/// looks at the flag again, so a stream of arrivals deferred during the
+/// passes cannot grow the call stack. Stacks this thread drains are listed
+/// in `DRAINING` (a pass may drain the peer stack inside it: the peer's
+/// arrival hook runs on this thread when this stack sends).
 fn receive_pending(shared: &Shared) {
-    if let Some(guard) = shared.state.try_lock() {
+    let me = std::ptr::from_ref(shared) as usize;
+    DRAINING.with(|d| d.borrow_mut().push(me));
+    while shared.arrival_pending.load(Ordering::Relaxed) {
+        let Some(guard) = shared.state.try_lock() else {
+            // The holder checks the flag after its own unlock.
+            break;
+        };
+        // Unlocks, then fences, before the flag is read again.
         receive_locked(shared, guard);
     }
+    DRAINING.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Some(at) = d.iter().rposition(|&s| s == me) {
+            d.remove(at);
+        }
+    });
+}
+
+/// True if this thread is in [`receive_pending`]'s loop for `shared`.
+fn draining(shared: &Shared) -> bool {
+    let me = std::ptr::from_ref(shared) as usize;
+    DRAINING.with(|d| d.borrow().contains(&me))
 }
 
 /// The arrival's work with the lock taken: receive, flush, arm the device
@@ -1233,6 +1259,10 @@ thread_local! {
     /// Parkers this thread woke while holding the stack lock, to notify
     /// once it is released ([`Locked`]'s drop).
     static DEFERRED: std::cell::RefCell<Vec<Arc<Parker>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    /// The stacks whose pending arrivals this thread is receiving, by
+    /// address ([`receive_pending`]).
+    static DRAINING: std::cell::RefCell<Vec<usize>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -439,7 +439,11 @@ enum Sleep {
 
 /// The stack lock's guard. Dropping it unlocks, then notifies the parkers
 /// that the holder woke (see [`Parker`]): a woken thread must not run into
-/// the still-held lock.
+/// the still-held lock; then it receives the packets an arrival left to the
+/// holder (see [`arrival`]). So every holder of the stack lock takes it
+/// through this guard ([`Shared::lock`], or [`receive_locked`] with a guard
+/// from `try_lock`), never as a bare `MutexGuard`: one that did could leave
+/// those packets waiting for the next holder.
 struct Locked<'a> {
     guard: Option<MutexGuard<'a, State>>,
     shared: &'a Shared,
@@ -1234,7 +1238,9 @@ impl Net {
 
     /// True once the stack is shut down.
     pub fn is_shut_down(&self) -> bool {
-        self.inner.shared.state.lock().shut
+        // Through `Locked`, like every holder of the stack lock: its drop
+        // receives what an arrival left to it meanwhile.
+        self.inner.shared.lock().shut
     }
 }
 

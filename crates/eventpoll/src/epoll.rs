@@ -941,17 +941,23 @@ impl EventPoll {
     fn send_events(&self, events: &mut [EpollEvent]) -> usize {
         let mut interest = self.interest.lock();
         self.reap(&mut interest);
-        let n = if interest.polling_objects == 0 {
+        let (n, stale) = if interest.polling_objects == 0 {
             self.send_events_in_place(events)
         } else {
             self.send_events_scanning(events)
         };
-        drop(interest);
+        trace!(
+            epoll = self.shared.poll_wait.id(),
+            events = n,
+            stale,
+            "harvest"
+        );
         n
     }
 
     /// The harvest in one hold of the ready-list lock, for an epoll whose
     /// every registration has a [`ReadinessCell`]. Caller holds `interest`.
+    /// Returns the events reported and the stale items dropped.
     ///
     /// Items leave the list from the front, as in the scanning harvest;
     /// what is not reached stays in front, and the delivered
@@ -967,7 +973,7 @@ impl EventPoll {
     /// as it is) or, if its object went away, by the zombie list (changed
     /// only under this lock), so the reference taken off the list is never
     /// the last.
-    fn send_events_in_place(&self, events: &mut [EpollEvent]) -> usize {
+    fn send_events_in_place(&self, events: &mut [EpollEvent]) -> (usize, u64) {
         let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
         let mut ready = self.shared.ready.lock();
         debug_assert!(!ready.scanning && ready.ovflist.is_empty());
@@ -1005,19 +1011,14 @@ impl EventPoll {
         if wake_next {
             self.shared.chain_wake();
         }
-        trace!(
-            epoll = self.shared.poll_wait.id(),
-            events = n,
-            stale,
-            "harvest"
-        );
-        n
+        (n, stale)
     }
 
     /// The harvest as Linux's: splice the ready list out, poll each item
     /// without the ready-list lock, put the list back together. Caller
-    /// holds `interest`.
-    fn send_events_scanning(&self, events: &mut [EpollEvent]) -> usize {
+    /// holds `interest`. Returns the events reported and the stale items
+    /// dropped.
+    fn send_events_scanning(&self, events: &mut [EpollEvent]) -> (usize, u64) {
         let mut txlist = self.start_scan();
         let mut delivered_lt = LinkedList::new(ReadyAdapter::new());
         let mut stale = 0;
@@ -1044,13 +1045,7 @@ impl EventPoll {
             n += 1;
         }
         self.done_scan(txlist, delivered_lt, stale);
-        trace!(
-            epoll = self.shared.poll_wait.id(),
-            events = n,
-            stale,
-            "harvest"
-        );
-        n
+        (n, stale)
     }
 
     /// `ep_start_scan`: take the ready list and divert callbacks to the

@@ -67,7 +67,7 @@
 //! models check the ownership it relies on. The slots used to have a lock
 //! each, never contended, to keep the crate free of `unsafe`: four locked
 //! instructions per packet, which measured about +17 ns per 64-byte packet
-//! on an AMD EPYC and ~4 % of a request/response round trip between two
+//! on an AMD EPYC and 2.6 % of a request/response round trip between two
 //! stacks on an Intel Xeon where a locked instruction costs ~5 ns. By default nothing wakes a thread when a packet arrives: the
 //! receiving side polls ([`LinkDevice::rx_queued`]). A receiver that wants
 //! to sleep opts in to a readiness descriptor

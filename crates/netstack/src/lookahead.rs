@@ -12,8 +12,8 @@
 //! came in one packet ago), and for packet *i + 1* (its `Conn` came in one
 //! packet ago) the smoltcp socket, the receive-buffer line its payload
 //! will go to, the send buffer's first line (where the reply will be
-//! written), and the socket entry and `Socket` its events will go to. The
-//! `Conn` keeps those addresses, learnt when they were last hot. Egress
+//! written), and the socket entry and `SocketEvents` its events will go
+//! to. The `Conn` keeps those addresses, learnt when they were last hot. Egress
 //! over the dirty list runs the same chain (the `Conn` two ahead, the
 //! socket of the next one). A prefetch is a hint: it changes no state,
 //! and a wrong address costs nothing but the hint.

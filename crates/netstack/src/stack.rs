@@ -466,9 +466,10 @@ struct Conn {
     /// the last `recv` that drained it (0: unknown), for prefetching only;
     /// never dereferenced.
     rx_next_at: usize,
-    /// Where the owning socket's [`Socket`] lives (0: no owner), for
-    /// prefetching only; never dereferenced.
-    file_at: usize,
+    /// Where the owning socket's [`SocketEvents`] live (0: no owner): the
+    /// readiness and wait queue its events go to. For prefetching only;
+    /// never dereferenced.
+    events_at: usize,
     /// Where the send buffer starts (0: not known yet): the next `send`
     /// writes there when the buffer is empty, as it is between a request
     /// and its response. For prefetching only; never dereferenced.
@@ -1456,7 +1457,7 @@ impl Core {
             },
             socket_at: 0,
             rx_next_at: 0,
-            file_at: 0,
+            events_at: 0,
             tx_start_at: 0,
             final_seqs: None,
         };
@@ -1721,9 +1722,9 @@ impl Core {
             if let Some(slot) = conn.sock.and_then(|sid| self.socks.get(sid.index as usize)) {
                 prefetch(slot, std::mem::size_of_val(slot));
             }
-            if conn.file_at != 0 {
+            if conn.events_at != 0 {
                 prefetch(
-                    conn.file_at as *const SocketEvents,
+                    conn.events_at as *const SocketEvents,
                     std::mem::size_of::<SocketEvents>(),
                 );
             }

@@ -909,12 +909,12 @@ fn entry_never_connected(core: &Core, cid: ConnId) -> bool {
 }
 
 fn conn_set_owner(core: &mut Core, cid: ConnId, sock: SockId) {
-    let file_at = core
+    let events_at = core
         .entry(sock)
         .map_or(0, |entry| Arc::as_ptr(&entry.events) as usize);
     if let Some(conn) = core.conn_mut(cid) {
         conn.sock = Some(sock);
-        conn.file_at = file_at;
+        conn.events_at = events_at;
     }
 }
 
